@@ -1,0 +1,3 @@
+//! One module per role; each exposes `main(name, args) -> ExitCode` for the dispatch table.
+
+pub mod cli;

@@ -1,0 +1,260 @@
+//! Driver files inside the driver root: libraries (through its ld.so.cache), binaries (through
+//! PATH), IPC endpoints and GSP firmware. Lists are in upstream's table order.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+
+use anyhow::{Result, anyhow};
+
+use super::elf::read_elf;
+use super::ldcache::{self, LdCache};
+use super::root::RootDir;
+use super::tables::{self, Group};
+use crate::{info, warn};
+
+/// A driver library selected from the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Library {
+    /// Real file inside the driver root (`/usr/lib/x86_64-linux-gnu/libcuda.so.535.104.05`).
+    pub path: String,
+    pub prefix: &'static str,
+    pub group: Group,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binary {
+    pub path: String,
+    pub name: &'static str,
+    pub group: Group,
+}
+
+/// Which word size a library lookup is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bits {
+    Native,
+    Compat32,
+}
+
+/// The `ldconfig` architecture flags of this machine's native and 32-bit libraries.
+fn arch_flags(bits: Bits) -> Option<i32> {
+    match (bits, std::env::consts::ARCH) {
+        (Bits::Native, "x86_64") => Some(ldcache::FLAG_X8664_LIB64),
+        (Bits::Native, "aarch64") => Some(ldcache::FLAG_AARCH64_LIB64),
+        (Bits::Native, "powerpc64") => Some(ldcache::FLAG_POWERPC_LIB64),
+        (Bits::Compat32, "x86_64") => Some(0),
+        (Bits::Compat32, "aarch64") => Some(ldcache::FLAG_ARM_LIBHF),
+        _ => None,
+    }
+}
+
+/// Read and parse the driver root's ld.so.cache once; both word sizes are selected from it.
+pub fn read_ldcache(root: &RootDir, ldcache_path: &str) -> Result<Vec<u8>> {
+    let found = root
+        .open_read(ldcache_path)
+        .map_err(|e| anyhow!("open failed: {ldcache_path}: {}", lower_io(&e)))?
+        .ok_or_else(|| anyhow!("open failed: {ldcache_path}: no such file or directory"))?;
+    let mut data = Vec::with_capacity(found.stat.st_size.max(0) as usize);
+    std::fs::File::from(found.fd)
+        .read_to_end(&mut data)
+        .map_err(|e| anyhow!("read failed: {ldcache_path}: {}", lower_io(&e)))?;
+    Ok(data)
+}
+
+/// Select the driver libraries of one word size: for every cache entry of the right
+/// architecture whose soname starts with a table prefix, the real file it points to, if that
+/// file's name ends with this driver's exact version (which rejects other drivers' leftovers,
+/// CUDA compat libraries and stubs). Output is in table order.
+pub fn select_libraries(
+    root: &RootDir,
+    cache_bytes: &[u8],
+    ldcache_path: &str,
+    version: &str,
+    bits: Bits,
+) -> Result<Vec<Library>> {
+    let cache = LdCache::parse(cache_bytes)
+        .map_err(|_| anyhow!("unsupported file format: {ldcache_path}"))?;
+    let Some(arch) = arch_flags(bits) else {
+        return Ok(Vec::new());
+    };
+    let mut chosen: Vec<Option<String>> = vec![None; tables::LIBRARIES.len()];
+    for entry in cache.entries() {
+        if entry.flags & ldcache::FLAG_ARCH_MASK != arch || entry.flags & ldcache::FLAG_ELF == 0 {
+            continue;
+        }
+        let Some(idx) = tables::LIBRARIES
+            .iter()
+            .position(|(prefix, _)| entry.soname.starts_with(prefix.as_bytes()))
+        else {
+            continue;
+        };
+        let Ok(path) = std::str::from_utf8(entry.path) else {
+            continue;
+        };
+        let found = match root.open_read(path) {
+            Ok(Some(f)) if f.is_file() => f,
+            _ => continue,
+        };
+        if chosen[idx].as_deref() == Some(found.path.as_str()) {
+            continue;
+        }
+        let real = found.path.clone();
+        if accept_library(found, version, tables::LIBRARIES[idx].0)? {
+            chosen[idx] = Some(real);
+        }
+    }
+    let mut libs = Vec::new();
+    for ((prefix, group), path) in tables::LIBRARIES.iter().zip(chosen) {
+        match path {
+            Some(path) => libs.push(Library {
+                path,
+                prefix,
+                group: *group,
+            }),
+            None if bits == Bits::Native => info!("missing library {prefix}"),
+            None => info!("missing compat32 library {prefix}"),
+        }
+    }
+    Ok(libs)
+}
+
+/// The selector: exact driver version suffix; a real ELF file; for the TLS library, the build
+/// carrying the new-TLS ABI note.
+fn accept_library(found: super::root::Found, version: &str, prefix: &str) -> Result<bool> {
+    let name = found.path.rsplit('/').next().unwrap_or(&found.path);
+    let suffix_ok = name
+        .strip_suffix(version)
+        .is_some_and(|head| head.ends_with('.'));
+    if !suffix_ok {
+        info!("skipping {}", found.path);
+        return Ok(false);
+    }
+    let is_tls = prefix == tables::TLS_LIBRARY_PREFIX;
+    // Only the TLS check needs more than the header; its library is small.
+    let limit = if is_tls { 1 << 20 } else { 64 };
+    let mut head = Vec::with_capacity(limit.min(4096));
+    std::fs::File::from(found.fd)
+        .take(limit as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| anyhow!("read failed: {}: {}", found.path, lower_io(&e)))?;
+    if !head.starts_with(b"\x7fELF") {
+        warn!("skipping {}: not an ELF file", found.path);
+        return Ok(false);
+    }
+    if is_tls {
+        let tag = read_elf(&head).ok().and_then(|e| e.abi_tag);
+        if tag != Some(tables::TLS_ABI_TAG) {
+            info!("skipping {}: not the new TLS ABI", found.path);
+            return Ok(false);
+        }
+    }
+    info!("selecting {}", found.path);
+    Ok(true)
+}
+
+/// Driver binaries: the first `PATH` directory (inside the driver root) holding a regular file
+/// of that name. Empty PATH elements mean the current directory, as for execvp.
+pub fn find_binaries(root: &RootDir, path_env: Option<&str>, no_mps: bool) -> Result<Vec<Binary>> {
+    let path_env = path_env.ok_or_else(|| anyhow!("environment variable PATH not found"))?;
+    let mut bins = Vec::new();
+    for (name, group) in tables::BINARIES {
+        if no_mps && *group == Group::Compute {
+            continue;
+        }
+        let found = path_env.split(':').find_map(|dir| {
+            let dir = if dir.is_empty() { "." } else { dir };
+            let candidate = format!("{}/{name}", dir.trim_end_matches('/'));
+            match root.find(&candidate) {
+                Ok(Some(f)) if f.is_file() => Some(f.path),
+                _ => None,
+            }
+        });
+        match found {
+            Some(path) => {
+                info!("selecting {path}");
+                bins.push(Binary {
+                    path,
+                    name,
+                    group: *group,
+                });
+            }
+            None => info!("missing binary {name}"),
+        }
+    }
+    Ok(bins)
+}
+
+/// What to skip when looking for IPC endpoints (the driver options of the same names).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IpcOptions {
+    pub no_persistenced: bool,
+    pub no_fabricmanager: bool,
+    pub no_mps: bool,
+}
+
+/// IPC endpoints that exist, as resolved paths, with the group that mounts each.
+pub fn find_ipcs(root: &RootDir, opts: IpcOptions, mps_dir: Option<&str>) -> Vec<(String, Group)> {
+    let mut wanted = Vec::new();
+    if !opts.no_persistenced {
+        wanted.push((tables::PERSISTENCED_SOCKET, Group::Utility));
+    }
+    if !opts.no_fabricmanager {
+        wanted.push((tables::FABRICMANAGER_SOCKET, Group::Utility));
+    }
+    if !opts.no_mps {
+        wanted.push((
+            mps_dir.unwrap_or(tables::MPS_PIPE_DIRECTORY),
+            Group::Compute,
+        ));
+    }
+    let mut ipcs = Vec::new();
+    for (path, group) in wanted {
+        match root.find(path) {
+            Ok(Some(f)) => {
+                info!("listing ipc path {}", f.path);
+                ipcs.push((f.path, group));
+            }
+            // EACCES counts as missing, so `list` works without root (upstream 1.17.6).
+            Ok(None) | Err(_) => info!("missing ipc path {path}"),
+        }
+    }
+    ipcs
+}
+
+/// `/lib/firmware/nvidia/<version>/gsp*.bin`, sorted, as container paths.
+pub fn find_firmwares(root: &RootDir, version: &str) -> Vec<String> {
+    let dir = format!("/lib/firmware/nvidia/{version}");
+    let Ok(Some(found)) = root.open_read(&dir) else {
+        warn!("missing firmware path {dir}");
+        return Vec::new();
+    };
+    if !found.is_dir() {
+        return Vec::new();
+    }
+    let listing = format!("/proc/self/fd/{}", found.fd.as_raw_fd());
+    let Ok(entries) = std::fs::read_dir(listing) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("gsp") && n.ends_with(".bin"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| format!("{dir}/{n}"))
+        .filter(|p| matches!(root.find(p), Ok(Some(f)) if f.is_file()))
+        .inspect(|p| info!("listing firmware path {p}"))
+        .collect()
+}
+
+/// Upstream prints errno text in lower case ("no such file or directory").
+pub fn lower_io(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = s.split(" (os error").next().unwrap_or(&s);
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,251 @@
+//! `nvbox mock DIR`: a simulated GPU host — the only fake nvbox allows. It writes what the kernel
+//! driver and the driver packages would put on a real host (procfs, sysfs, /dev nodes, driver
+//! libraries as valid ELF objects, an ld.so.cache), in ONE tree that serves as all four roots.
+
+mod driver_files;
+pub mod elf;
+mod host;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use lexopt::prelude::*;
+
+use crate::report;
+
+/// A GPU model the mock knows how to present.
+#[derive(Debug, Clone, Copy)]
+pub struct Model {
+    pub key: &'static str,
+    pub name: &'static str,
+    pub pci_device_id: u16,
+    /// PCI class: 3D controller (datacenter) or VGA (workstation/consumer).
+    pub class: u32,
+    pub mig_capable: bool,
+}
+
+/// Product names and PCI ids as the driver and the PCI ID Repository spell them.
+pub const MODELS: &[Model] = &[
+    Model {
+        key: "h100",
+        name: "NVIDIA H100 80GB HBM3",
+        pci_device_id: 0x2330,
+        class: 0x030200,
+        mig_capable: true,
+    },
+    Model {
+        key: "h200",
+        name: "NVIDIA H200",
+        pci_device_id: 0x2335,
+        class: 0x030200,
+        mig_capable: true,
+    },
+    Model {
+        key: "a100",
+        name: "NVIDIA A100-SXM4-80GB",
+        pci_device_id: 0x20b2,
+        class: 0x030200,
+        mig_capable: true,
+    },
+    Model {
+        key: "b200",
+        name: "NVIDIA B200",
+        pci_device_id: 0x2901,
+        class: 0x030200,
+        mig_capable: true,
+    },
+    Model {
+        key: "a10",
+        name: "NVIDIA A10",
+        pci_device_id: 0x2236,
+        class: 0x030200,
+        mig_capable: false,
+    },
+    Model {
+        key: "l4",
+        name: "NVIDIA L4",
+        pci_device_id: 0x27b8,
+        class: 0x030200,
+        mig_capable: false,
+    },
+    Model {
+        key: "t4",
+        name: "Tesla T4",
+        pci_device_id: 0x1eb8,
+        class: 0x030200,
+        mig_capable: false,
+    },
+    Model {
+        key: "v100",
+        name: "Tesla V100-SXM2-32GB",
+        pci_device_id: 0x1db5,
+        class: 0x030200,
+        mig_capable: false,
+    },
+    Model {
+        key: "rtx4090",
+        name: "NVIDIA GeForce RTX 4090",
+        pci_device_id: 0x2684,
+        class: 0x030000,
+        mig_capable: false,
+    },
+];
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub dir: PathBuf,
+    pub gpus: usize,
+    pub model: Model,
+    pub driver_version: String,
+    /// GPU instances (each with one compute instance) on every MIG-capable GPU; 0 = MIG off.
+    pub mig: u32,
+    /// Skip libraries/binaries/firmware/ld.so.cache (for hosts built from real driver packages).
+    pub driver_files: bool,
+}
+
+pub const DEFAULT_DRIVER_VERSION: &str = "535.104.05";
+
+pub fn main(_name: &str, args: Vec<OsString>) -> ExitCode {
+    report::finish("nvbox mock", run(args))
+}
+
+fn run(args: Vec<OsString>) -> Result<ExitCode> {
+    let Some(spec) = parse_args(args)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let notes = write_host(&spec)?;
+    for note in &notes {
+        eprintln!("nvbox mock: {note}");
+    }
+    print!("{}", config_snippet(&spec));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut dir = None;
+    let mut gpus = 8usize;
+    let mut model = MODELS[0];
+    let mut version = DEFAULT_DRIVER_VERSION.to_string();
+    let mut mig = 0u32;
+    let mut driver_files = true;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("gpus") => gpus = parser.value()?.parse()?,
+            Long("model") => model = find_model(&parser.value()?.string()?)?,
+            Long("driver-version") => version = parser.value()?.string()?,
+            Long("mig") => mig = parser.value()?.parse()?,
+            Long("no-driver-files") => driver_files = false,
+            Short('h') | Long("help") => {
+                print!("{HELP}");
+                return Ok(None);
+            }
+            Short('V') | Long("version") => {
+                println!("nvbox mock {}", crate::version::describe());
+                return Ok(None);
+            }
+            Value(v) if dir.is_none() => dir = Some(PathBuf::from(v)),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let dir = dir.ok_or_else(|| anyhow!("missing DIR (see nvbox mock --help)"))?;
+    if gpus > 64 {
+        bail!("--gpus {gpus}: at most 64 GPUs (NVML's device table size)");
+    }
+    if !version
+        .split('.')
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        || !version.contains('.')
+    {
+        bail!("--driver-version {version:?}: expected digits and dots, like 535.104.05");
+    }
+    if mig > 7 {
+        bail!("--mig {mig}: a GPU has at most 7 GPU instances");
+    }
+    if mig > 0 && !model.mig_capable {
+        bail!("--mig: {} is not MIG-capable", model.name);
+    }
+    Ok(Some(Spec {
+        dir,
+        gpus,
+        model,
+        driver_version: version,
+        mig,
+        driver_files,
+    }))
+}
+
+fn find_model(s: &str) -> Result<Model> {
+    MODELS
+        .iter()
+        .find(|m| m.key.eq_ignore_ascii_case(s) || m.name.eq_ignore_ascii_case(s))
+        .copied()
+        .ok_or_else(|| {
+            let keys: Vec<&str> = MODELS.iter().map(|m| m.key).collect();
+            anyhow!("--model {s:?}: unknown model (one of: {})", keys.join(", "))
+        })
+}
+
+/// Write the whole simulated host. Returns notes for the operator (e.g. nodes skipped).
+pub fn write_host(spec: &Spec) -> Result<Vec<String>> {
+    std::fs::create_dir_all(&spec.dir).with_context(|| format!("create {}", spec.dir.display()))?;
+    let dir = spec
+        .dir
+        .canonicalize()
+        .with_context(|| format!("resolve {}", spec.dir.display()))?;
+    let spec = Spec {
+        dir,
+        ..spec.clone()
+    };
+    let gpus = host::gpu_layout(&spec);
+    let mut notes = Vec::new();
+    host::write_procfs(&spec, &gpus)?;
+    host::write_sysfs(&spec, &gpus)?;
+    host::write_dev(&spec, &gpus, &mut notes)?;
+    if spec.driver_files {
+        driver_files::write_driver_files(&spec, &gpus)?;
+    }
+    Ok(notes)
+}
+
+/// The config.toml that points every applet at this host.
+pub fn config_snippet(spec: &Spec) -> String {
+    let dir = spec.dir.canonicalize().unwrap_or_else(|_| spec.dir.clone());
+    let d = toml_string(&dir);
+    format!(
+        "# nvbox mock host: {} x {}, driver {}{}\n# Use it: save this as config.toml and export NVIDIA_CTK_CONFIG_FILE_PATH=<that file>\n[nvidia-container-cli]\nroot = {d}\n\n[nvbox]\ndev-root = {d}\nproc-root = {d}\nsys-root = {d}\n",
+        spec.gpus,
+        spec.model.name,
+        spec.driver_version,
+        if spec.mig > 0 {
+            format!(", MIG {} instances per GPU", spec.mig)
+        } else {
+            String::new()
+        },
+    )
+}
+
+fn toml_string(p: &Path) -> String {
+    toml::Value::String(p.to_string_lossy().into_owned()).to_string()
+}
+
+const HELP: &str = "Usage: nvbox mock DIR [OPTION...]
+Write a simulated GPU host into DIR: procfs (/proc/driver/nvidia, /proc/devices), sysfs
+(/sys/bus/pci/devices), device nodes (/dev/nvidia*, needs root), driver libraries as valid ELF
+shared objects with their soname links, an ld.so.cache, driver binaries and GSP firmware.
+DIR serves as the driver, dev, proc and sys root at once. Prints the config.toml that points
+nvbox at it.
+
+  --gpus N                 number of GPUs (default 8, at most 64)
+  --model M                h100 (default), h200, a100, b200, a10, l4, t4, v100, rtx4090,
+                           or the full product name
+  --driver-version V       NVRM version (default 535.104.05)
+  --mig N                  enable MIG with N GPU instances (one compute instance each)
+                           on every GPU (MIG-capable models only)
+  --no-driver-files        only the kernel side (procfs, sysfs, /dev): for a driver root
+                           made from real driver packages
+  -h, --help               this help
+";
