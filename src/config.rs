@@ -18,7 +18,8 @@ const OS_RELEASE: &str = "/etc/os-release";
 const LDCONFIG_REAL: &str = "/sbin/ldconfig.real";
 
 const MODES: &[&str] = &["auto", "legacy", "cdi", "jit-cdi", "csv"];
-const LOG_LEVELS: &[&str] = &["debug", "info", "warn", "warning", "error"];
+// The levels upstream's logger (logrus) accepts.
+const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"];
 const CUDA_COMPAT_MODES: &[&str] = &["ldconfig", "mount", "disabled", "hook"];
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -286,7 +287,8 @@ impl Config {
     }
 
     /// Load from an explicit path; with `required`, a missing file is an
-    /// error instead of the defaults.
+    /// error instead of the defaults. (The hook's `-config FILE` uses it.)
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn load_from(path: &Path, required: bool) -> Result<Config> {
         match read_config(path, required)? {
             Some(text) => Self::parse(&text, path),

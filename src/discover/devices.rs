@@ -5,11 +5,6 @@ use nix::sys::stat::{SFlag, major, minor, stat};
 
 use super::Roots;
 
-/// The fixed major of the NVIDIA driver (`/dev/nvidia*`, `/dev/nvidiactl`).
-pub const NVIDIA_MAJOR: u32 = 195;
-pub const NVIDIACTL_MINOR: u32 = 255;
-pub const MODESET_MINOR: u32 = 254;
-
 /// Dynamic majors the driver registers; `None` when the module is not loaded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Majors {

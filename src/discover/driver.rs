@@ -22,11 +22,6 @@ impl Driver {
             .map(|(a, b)| format!("{a}.{b}"))
             .unwrap_or_default()
     }
-
-    /// The driver branch, `535` for `535.104.05`.
-    pub fn branch(&self) -> Option<u32> {
-        self.version.split('.').next()?.parse().ok()
-    }
 }
 
 /// Read the driver version. A missing file means the kernel module is not loaded, which is what
@@ -104,6 +99,5 @@ mod tests {
             cuda: Some((12, 2)),
         };
         assert_eq!(d.cuda_string(), "12.2");
-        assert_eq!(d.branch(), Some(535));
     }
 }

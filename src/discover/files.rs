@@ -71,8 +71,11 @@ pub fn select_libraries(
     version: &str,
     bits: Bits,
 ) -> Result<Vec<Library>> {
-    let cache = LdCache::parse(cache_bytes)
-        .map_err(|_| anyhow!("unsupported file format: {ldcache_path}"))?;
+    let cache = LdCache::parse(cache_bytes).map_err(|e| {
+        warn!("{ldcache_path}: {}", e.reason());
+        anyhow!("unsupported file format: {ldcache_path}")
+    })?;
+    info!("using ldcache {ldcache_path} ({:?} format)", cache.format());
     let Some(arch) = arch_flags(bits) else {
         return Ok(Vec::new());
     };
@@ -98,6 +101,7 @@ pub fn select_libraries(
             continue;
         }
         let real = found.path.clone();
+        info!("considering {real} ({})", ldcache::describe_flags(entry.flags));
         if accept_library(found, version, tables::LIBRARIES[idx].0)? {
             chosen[idx] = Some(real);
         }

@@ -48,10 +48,6 @@ impl RootDir {
         Ok(RootDir { fd, real })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.real
-    }
-
     /// Follow `abs` inside the root. `Ok(None)` when it does not exist; other errors (EACCES,
     /// ELOOP) are returned so the caller can name them.
     pub fn find(&self, abs: &str) -> io::Result<Option<Found>> {
