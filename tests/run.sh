@@ -1,0 +1,64 @@
+#!/bin/sh
+# The one command that runs every test on a fresh Debian 12 machine:
+#   tests/run.sh
+# It installs what the suite needs when missing (as root), then runs formatting and lint checks,
+# every cargo test, and the static-binary checks. Without root, installs are skipped and the
+# tests that need them print SKIP (under CI=true they fail instead).
+set -eu
+cd "$(dirname "$0")/.."
+
+say() { printf '== %s\n' "$*"; }
+
+packages="busybox-static dpkg"
+missing=""
+for p in $packages; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        say "installing:$missing"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    else
+        say "not root: cannot install$missing"
+    fi
+fi
+
+# NVIDIA's driver packages, as Debian ships them in non-free, for the real-driver-root test.
+# Only downloaded (never installed): the test unpacks them into a scratch root.
+debs="$(pwd)/target/nvidia-debs"
+driver_pkgs="libcuda1 libnvidia-ml1 nvidia-smi libnvidia-ptxjitcompiler1 libnvidia-cfg1
+libcudadebugger1 libnvidia-allocator1 libnvidia-nvvm4 libnvidia-encode1 libnvcuvid1
+libnvidia-opticalflow1 libnvidia-eglcore libnvidia-glcore libglx-nvidia0 libegl-nvidia0
+libgles-nvidia1 libgles-nvidia2 libnvidia-glvkspirv firmware-nvidia-gsp nvidia-cuda-mps
+libnvidia-pkcs11-openssl3 nvidia-opencl-icd libnvidia-fbc1 libnvidia-rtcore libnvoptix1
+libnvidia-ngx1 nvidia-vdpau-driver"
+if [ ! -f "$debs/.complete" ] && [ "$(id -u)" -eq 0 ]; then
+    if ! apt-cache policy libcuda1 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        say "enabling Debian's non-free component (driver packages are downloaded, not installed)"
+        cat > /etc/apt/sources.list.d/nvbox-nonfree.sources <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: non-free non-free-firmware
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+        apt-get update -qq
+    fi
+    say "downloading NVIDIA driver packages into $debs"
+    mkdir -p "$debs"
+    # shellcheck disable=SC2086
+    (cd "$debs" && apt-get download -qq $driver_pkgs) && touch "$debs/.complete"
+fi
+if [ -f "$debs/.complete" ]; then
+    export NVBOX_DRIVER_DEBS="$debs"
+fi
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+say "cargo test"
+cargo test --quiet
+say "static binary"
+sh tests/static.sh
