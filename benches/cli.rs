@@ -45,20 +45,43 @@ fn main() {
         .args(["--gpus", "8"])
         .output()
         .expect("nvbox mock");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cfg = dir.join("config.toml");
     std::fs::write(&cfg, &out.stdout).unwrap();
     let cfg = cfg.to_str().unwrap().to_string();
     let env = [("NVIDIA_CTK_CONFIG_FILE_PATH", cfg.as_str())];
 
     let base = median_of(&["--version"], &env);
-    println!("{}: 8 simulated H100, median of {RUNS} runs (fork+exec+exit)", binary());
-    println!("{:<40} {:>9.3} ms", "nvbox --version (process start)", ms(base));
+    println!(
+        "{}: 8 simulated H100, median of {RUNS} runs (fork+exec+exit)",
+        binary()
+    );
+    println!(
+        "{:<40} {:>9.3} ms",
+        "nvbox --version (process start)",
+        ms(base)
+    );
     for (label, args) in [
-        ("nvidia-container-cli info", &["nvidia-container-cli", "info"][..]),
-        ("nvidia-container-cli info --csv", &["nvidia-container-cli", "info", "--csv"][..]),
-        ("nvidia-container-cli list", &["nvidia-container-cli", "list"][..]),
-        ("nvidia-container-cli list --libraries", &["nvidia-container-cli", "list", "-l"][..]),
+        (
+            "nvidia-container-cli info",
+            &["nvidia-container-cli", "info"][..],
+        ),
+        (
+            "nvidia-container-cli info --csv",
+            &["nvidia-container-cli", "info", "--csv"][..],
+        ),
+        (
+            "nvidia-container-cli list",
+            &["nvidia-container-cli", "list"][..],
+        ),
+        (
+            "nvidia-container-cli list --libraries",
+            &["nvidia-container-cli", "list", "-l"][..],
+        ),
     ] {
         let t = median_of(args, &env);
         println!(

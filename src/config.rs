@@ -19,7 +19,9 @@ const LDCONFIG_REAL: &str = "/sbin/ldconfig.real";
 
 const MODES: &[&str] = &["auto", "legacy", "cdi", "jit-cdi", "csv"];
 // The levels upstream's logger (logrus) accepts.
-const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"];
+const LOG_LEVELS: &[&str] = &[
+    "trace", "debug", "info", "warn", "warning", "error", "fatal", "panic",
+];
 const CUDA_COMPAT_MODES: &[&str] = &["ldconfig", "mount", "disabled", "hook"];
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -9,6 +9,7 @@
 mod applets;
 mod config;
 mod discover;
+mod kmods;
 mod log;
 mod mock;
 mod report;

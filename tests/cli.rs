@@ -25,7 +25,12 @@ Device Index,Device Minor,Model,Brand,GPU UUID,Bus Location,Architecture
 ";
 
 fn ok(o: &std::process::Output) -> String {
-    assert!(o.status.success(), "exit {:?}: {}", o.status.code(), stderr(o));
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status.code(),
+        stderr(o)
+    );
     assert_eq!(stderr(o), "", "stderr must stay empty on success");
     stdout(o)
 }
@@ -60,18 +65,40 @@ fn list_prints_only_what_was_asked() {
     mock(host.path(), &["--gpus", "1"]);
     let golden = include_str!("golden/list-h100-1gpu.txt");
     let only = |prefix: &str| -> String {
-        golden.lines().filter(|l| l.starts_with(prefix)).map(|l| format!("{l}\n")).collect()
+        golden
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| format!("{l}\n"))
+            .collect()
     };
     let libs64 = only("/usr/lib/x86_64-linux-gnu/");
     assert_eq!(ok(&cli(host.path(), &["list", "--libraries"])), libs64);
     let libs = format!("{libs64}{}", only("/usr/lib/i386-linux-gnu/"));
     assert_eq!(ok(&cli(host.path(), &["list", "-l", "--compat32"])), libs);
-    assert_eq!(ok(&cli(host.path(), &["list", "--binaries"])), only("/usr/bin/"));
-    assert_eq!(ok(&cli(host.path(), &["list", "--ipcs"])), "/run/nvidia-persistenced/socket\n");
-    assert_eq!(ok(&cli(host.path(), &["list", "--ipcs", "--no-persistenced"])), "");
-    assert_eq!(ok(&cli(host.path(), &["list", "--firmwares"])), only("/lib/firmware/"));
-    assert_eq!(ok(&cli(host.path(), &["list", "-f", "--no-gsp-firmware"])), "");
-    assert_eq!(ok(&cli(host.path(), &["list", "--device=0"])), only("/dev/"));
+    assert_eq!(
+        ok(&cli(host.path(), &["list", "--binaries"])),
+        only("/usr/bin/")
+    );
+    assert_eq!(
+        ok(&cli(host.path(), &["list", "--ipcs"])),
+        "/run/nvidia-persistenced/socket\n"
+    );
+    assert_eq!(
+        ok(&cli(host.path(), &["list", "--ipcs", "--no-persistenced"])),
+        ""
+    );
+    assert_eq!(
+        ok(&cli(host.path(), &["list", "--firmwares"])),
+        only("/lib/firmware/")
+    );
+    assert_eq!(
+        ok(&cli(host.path(), &["list", "-f", "--no-gsp-firmware"])),
+        ""
+    );
+    assert_eq!(
+        ok(&cli(host.path(), &["list", "--device=0"])),
+        only("/dev/")
+    );
     // The two-word form does not count as "no options": only the channel is listed.
     assert_eq!(
         ok(&cli(host.path(), &["list", "--imex-channel", "7,8"])),
@@ -95,7 +122,10 @@ fn eight_gpus_in_bus_order() {
     }
     // Select by UUID, bus id and index, in that order; the output keeps the selection order.
     let uuid5 = rows[5].split(',').nth(4).unwrap();
-    let out = ok(&cli(host.path(), &["list", "-d", &format!("{uuid5},0000:18:00.0"), "-d", "7"]));
+    let out = ok(&cli(
+        host.path(),
+        &["list", "-d", &format!("{uuid5},0000:18:00.0"), "-d", "7"],
+    ));
     assert_eq!(
         out,
         "/dev/nvidiactl\n/dev/nvidia-uvm\n/dev/nvidia-uvm-tools\n/dev/nvidia-modeset\n/dev/nvidia5\n/dev/nvidia0\n/dev/nvidia7\n"
@@ -120,7 +150,10 @@ fn sixty_four_gpus() {
 #[test]
 fn mig_devices_and_capabilities() {
     let host = TempDir::new("mig");
-    mock(host.path(), &["--gpus", "2", "--model", "a100", "--mig", "2"]);
+    mock(
+        host.path(),
+        &["--gpus", "2", "--model", "a100", "--mig", "2"],
+    );
     let out = ok(&cli(host.path(), &["list", "-d", "1:1,0:0"]));
     assert_eq!(
         out,
@@ -130,7 +163,10 @@ fn mig_devices_and_capabilities() {
 /proc/driver/nvidia/capabilities/gpu0/mig/gi1/access\n/proc/driver/nvidia/capabilities/gpu0/mig/gi1/ci0/access\n\
 /dev/nvidia-caps/nvidia-cap12\n/dev/nvidia-caps/nvidia-cap13\n"
     );
-    let cfg = ok(&cli(host.path(), &["list", "-d", "all", "--mig-monitor", "all"]));
+    let cfg = ok(&cli(
+        host.path(),
+        &["list", "-d", "all", "--mig-monitor", "all"],
+    ));
     let lines: Vec<&str> = cfg.lines().collect();
     // Per-instance access files are replaced by the whole capabilities tree.
     assert!(!cfg.contains("/access"));
@@ -139,7 +175,11 @@ fn mig_devices_and_capabilities() {
     assert_eq!(lines[8], "/proc/driver/nvidia/capabilities/gpu0");
     assert_eq!(lines[9], "/dev/nvidia-caps");
     // Every minor of GPU 0 (15 GIs × 9) and none of GPU 1's, nor GPU 10's.
-    let gpu0: Vec<&&str> = lines.iter().skip(10).take_while(|l| !l.ends_with("gpu1")).collect();
+    let gpu0: Vec<&&str> = lines
+        .iter()
+        .skip(10)
+        .take_while(|l| !l.ends_with("gpu1"))
+        .collect();
     assert_eq!(gpu0.len(), 135);
     assert_eq!(*gpu0[0], "/dev/nvidia-caps/nvidia-cap3");
     let info = ok(&cli(host.path(), &["info", "--json"]));
@@ -151,7 +191,10 @@ fn mig_devices_and_capabilities() {
 #[test]
 fn mig_option_errors() {
     let host = TempDir::new("migerr");
-    mock(host.path(), &["--gpus", "1", "--model", "a100", "--mig", "1"]);
+    mock(
+        host.path(),
+        &["--gpus", "1", "--model", "a100", "--mig", "1"],
+    );
     let o = cli(host.path(), &["list", "-d", "all", "--mig-config", "0"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
@@ -164,7 +207,10 @@ fn mig_option_errors() {
         "nvidia-container-cli: mig-config error: cannot enable mig-config with specific MIG devices selected\n"
     );
     let o = cli(host.path(), &["list", "-d", "1"]);
-    assert_eq!(stderr(&o), "nvidia-container-cli: device error: 1: unknown device\n");
+    assert_eq!(
+        stderr(&o),
+        "nvidia-container-cli: device error: 1: unknown device\n"
+    );
     assert_eq!(o.status.code(), Some(1));
     let o = cli(host.path(), &["list", "--imex-channel", "1048576"]);
     assert_eq!(
@@ -196,7 +242,11 @@ fn missing_version_file_means_driver_not_loaded() {
 fn corrupted_ldcache() {
     let host = TempDir::new("badcache");
     mock(host.path(), &["--gpus", "1"]);
-    std::fs::write(host.path().join("etc/ld.so.cache"), b"glibc-ld.so.cache1.1\xff\xff\xff\x7f").unwrap();
+    std::fs::write(
+        host.path().join("etc/ld.so.cache"),
+        b"glibc-ld.so.cache1.1\xff\xff\xff\x7f",
+    )
+    .unwrap();
     let o = cli(host.path(), &["list"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stdout(&o), "", "nothing half-printed");
@@ -208,7 +258,10 @@ fn corrupted_ldcache() {
     assert_eq!(ok(&cli(host.path(), &["info"])), INFO_1GPU);
     // --ldcache names another file inside the root.
     std::fs::remove_file(host.path().join("etc/ld.so.cache")).unwrap();
-    let o = cli(host.path(), &["--ldcache", "/etc/other.cache", "list", "-l"]);
+    let o = cli(
+        host.path(),
+        &["--ldcache", "/etc/other.cache", "list", "-l"],
+    );
     assert_eq!(
         stderr(&o),
         "nvidia-container-cli: detection error: open failed: /etc/other.cache: no such file or directory\n"
@@ -217,7 +270,11 @@ fn corrupted_ldcache() {
 
 #[test]
 fn library_of_another_driver_is_not_selected() {
-    if std::process::Command::new("ldconfig").arg("--version").output().is_err() {
+    if std::process::Command::new("ldconfig")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         return skip_or_fail("glibc ldconfig not found");
     }
     let host = TempDir::new("decoy");
@@ -232,14 +289,22 @@ fn library_of_another_driver_is_not_selected() {
     std::fs::write(decoy.join("libcuda.so.470.57.02"), &lib).unwrap();
     std::fs::write(decoy.join("libnvidia-ml.so.535.104.05.bak"), &lib).unwrap();
     std::fs::write(h.join("etc/ld.so.conf.d/zz-old.conf"), "/opt/old\n").unwrap();
-    let o = std::process::Command::new("ldconfig").arg("-r").arg(h).output().unwrap();
+    let o = std::process::Command::new("ldconfig")
+        .arg("-r")
+        .arg(h)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let cache = std::process::Command::new("ldconfig")
         .args(["-p", "-C"])
         .arg(h.join("etc/ld.so.cache"))
         .output()
         .unwrap();
-    assert!(stdout(&cache).contains("/opt/old/libcuda.so.1"), "{}", stdout(&cache));
+    assert!(
+        stdout(&cache).contains("/opt/old/libcuda.so.1"),
+        "{}",
+        stdout(&cache)
+    );
     let after = ok(&cli(h, &["list", "-l", "--compat32"]));
     assert_eq!(after, before);
     assert!(!after.contains("470"));
@@ -247,7 +312,11 @@ fn library_of_another_driver_is_not_selected() {
 
 #[test]
 fn glibc_cache_of_the_mock_lists_the_same() {
-    if std::process::Command::new("ldconfig").arg("--version").output().is_err() {
+    if std::process::Command::new("ldconfig")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         return skip_or_fail("glibc ldconfig not found");
     }
     let host = TempDir::new("glibccache");
@@ -260,7 +329,11 @@ fn glibc_cache_of_the_mock_lists_the_same() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
-        assert_eq!(ok(&cli(host.path(), &["list"])), ours, "ldconfig -c {format}");
+        assert_eq!(
+            ok(&cli(host.path(), &["list"])),
+            ours,
+            "ldconfig -c {format}"
+        );
     }
 }
 
@@ -296,7 +369,13 @@ fn roots_from_the_config_mock_prints() {
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with(&format!("nvidia-container-cli: initialization error: {}:2: ", cfg.display())), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "nvidia-container-cli: initialization error: {}:2: ",
+            cfg.display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -304,10 +383,15 @@ fn debug_log_in_upstream_format() {
     let host = TempDir::new("debuglog");
     mock(host.path(), &["--gpus", "1"]);
     let log = host.path().join("debug.log");
-    let o = cli(host.path(), &["--debug", log.to_str().unwrap(), "list", "-l"]);
+    let o = cli(
+        host.path(),
+        &["--debug", log.to_str().unwrap(), "list", "-l"],
+    );
     ok(&o);
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.starts_with("\n-- WARNING, the following logs are for debugging purposes only --\n\n"));
+    assert!(
+        text.starts_with("\n-- WARNING, the following logs are for debugging purposes only --\n\n")
+    );
     let line = text
         .lines()
         .find(|l| l.ends_with("] selecting /usr/lib/x86_64-linux-gnu/libcuda.so.535.104.05"))
@@ -320,7 +404,9 @@ fn debug_log_in_upstream_format() {
     assert_eq!(&line[8..9], ":");
     assert_eq!(&line[14..15], ".");
     assert!(line[15..21].bytes().all(|c| c.is_ascii_digit()));
-    assert!(text.contains("missing library libnvidia-nscq.so") || !text.contains("missing library"));
+    assert!(
+        text.contains("missing library libnvidia-nscq.so") || !text.contains("missing library")
+    );
 }
 
 #[test]
@@ -334,25 +420,86 @@ fn driver_root_symlinks_resolve_inside_the_root() {
     std::fs::rename(&bin, real.join("nvidia-smi")).unwrap();
     symlink("/usr/lib/nvidia/current/nvidia-smi", &bin).unwrap();
     let out = ok(&cli(host.path(), &["list", "--binaries"]));
-    assert!(out.starts_with("/usr/lib/nvidia/current/nvidia-smi\n"), "{out}");
+    assert!(
+        out.starts_with("/usr/lib/nvidia/current/nvidia-smi\n"),
+        "{out}"
+    );
     // A link that escapes the root is clamped to it and finds nothing.
     std::fs::remove_file(&bin).unwrap();
     std::fs::remove_file(real.join("nvidia-smi")).unwrap();
     symlink("../../../../../../../usr/bin/env", &bin).unwrap();
     let out = ok(&cli(host.path(), &["list", "--binaries"]));
-    assert!(!out.contains("nvidia-smi") && !out.contains("/env"), "{out}");
+    assert!(
+        !out.contains("nvidia-smi") && !out.contains("/env"),
+        "{out}"
+    );
 }
 
 #[test]
 fn zero_gpus() {
     let host = TempDir::new("zero");
     mock(host.path(), &["--gpus", "0"]);
-    assert_eq!(ok(&cli(host.path(), &["info"])), "NVRM version:   535.104.05\nCUDA version:   12.2\n");
+    assert_eq!(
+        ok(&cli(host.path(), &["info"])),
+        "NVRM version:   535.104.05\nCUDA version:   12.2\n"
+    );
     assert_eq!(
         ok(&cli(host.path(), &["info", "--csv"])),
         "NVRM version,CUDA version\n535.104.05,12.2\n\nDevice Index,Device Minor,Model,Brand,GPU UUID,Bus Location,Architecture\n"
     );
     // Any --device with zero GPUs selects nothing and is no error.
     let o = ok(&cli(host.path(), &["list", "-d", "0"]));
-    assert_eq!(o, "/dev/nvidiactl\n/dev/nvidia-uvm\n/dev/nvidia-uvm-tools\n/dev/nvidia-modeset\n");
+    assert_eq!(
+        o,
+        "/dev/nvidiactl\n/dev/nvidia-uvm\n/dev/nvidia-uvm-tools\n/dev/nvidia-modeset\n"
+    );
+}
+
+#[test]
+fn load_kmods_recreates_missing_and_wrong_nodes() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !is_root() {
+        return skip_or_fail("--load-kmods creates device nodes: needs root");
+    }
+    let host = TempDir::new("kmods");
+    mock(host.path(), &["--gpus", "2"]);
+    let dev = host.path().join("dev");
+    std::fs::remove_file(dev.join("nvidia1")).unwrap();
+    std::fs::remove_file(dev.join("nvidia-uvm")).unwrap();
+    // A regular file where a node belongs is replaced, not trusted.
+    std::fs::remove_file(dev.join("nvidia-uvm-tools")).unwrap();
+    std::fs::write(dev.join("nvidia-uvm-tools"), "").unwrap();
+    let before = ok(&cli(host.path(), &["list", "-d", "all"]));
+    assert!(!before.contains("/dev/nvidia-uvm\n"));
+    let after = ok(&cli(host.path(), &["--load-kmods", "list", "-d", "all"]));
+    assert_eq!(
+        after,
+        "/dev/nvidiactl\n/dev/nvidia-uvm\n/dev/nvidia-uvm-tools\n/dev/nvidia-modeset\n/dev/nvidia0\n/dev/nvidia1\n"
+    );
+    for (name, major, minor) in [
+        ("nvidia1", 195, 1),
+        ("nvidia-uvm", 505, 0),
+        ("nvidia-uvm-tools", 505, 1),
+    ] {
+        let md = std::fs::metadata(dev.join(name)).unwrap();
+        assert!(md.file_type().is_char_device(), "{name}");
+        let rdev = md.rdev();
+        assert_eq!(((rdev >> 8) & 0xfff, rdev & 0xff), (major, minor), "{name}");
+        assert_eq!(
+            md.mode() & 0o777,
+            0o666,
+            "{name}: DeviceFileMode 438 from params"
+        );
+    }
+    // ModifyDeviceFiles: 0 means the driver's nodes are managed elsewhere: leave them alone.
+    let params = host.path().join("proc/driver/nvidia/params");
+    let text = std::fs::read_to_string(&params).unwrap();
+    std::fs::write(
+        &params,
+        text.replace("ModifyDeviceFiles: 1", "ModifyDeviceFiles: 0"),
+    )
+    .unwrap();
+    std::fs::remove_file(dev.join("nvidia0")).unwrap();
+    ok(&cli(host.path(), &["--load-kmods", "info"]));
+    assert!(!dev.join("nvidia0").exists());
 }

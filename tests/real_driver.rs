@@ -70,24 +70,54 @@ fn list_on_a_root_built_from_real_driver_packages() {
     let root = TempDir::new("realdriver");
     let r = root.path();
     for deb in &packages {
-        let o = Command::new("dpkg-deb").arg("-x").arg(deb).arg(r).output().unwrap();
-        assert!(o.status.success(), "dpkg-deb -x {}: {}", deb.display(), stderr(&o));
+        let o = Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(deb)
+            .arg(r)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "dpkg-deb -x {}: {}",
+            deb.display(),
+            stderr(&o)
+        );
     }
     // What the packages' maintainer scripts and update-alternatives would add.
     std::fs::create_dir_all(r.join("etc/ld.so.conf.d")).unwrap();
-    std::fs::write(r.join("etc/ld.so.conf"), "include /etc/ld.so.conf.d/*.conf\n").unwrap();
+    std::fs::write(
+        r.join("etc/ld.so.conf"),
+        "include /etc/ld.so.conf.d/*.conf\n",
+    )
+    .unwrap();
     std::fs::write(
         r.join("etc/ld.so.conf.d/x86_64-linux-gnu.conf"),
         "/usr/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu/nvidia/current\n",
     )
     .unwrap();
-    symlink("/usr/lib/nvidia/current/nvidia-smi", r.join("usr/bin/nvidia-smi")).unwrap();
+    symlink(
+        "/usr/lib/nvidia/current/nvidia-smi",
+        r.join("usr/bin/nvidia-smi"),
+    )
+    .unwrap();
     let o = Command::new("ldconfig").arg("-r").arg(r).output().unwrap();
     assert!(o.status.success(), "ldconfig -r: {}", stderr(&o));
-    mock(r, &["--no-driver-files", "--gpus", "1", "--driver-version", VERSION]);
+    mock(
+        r,
+        &[
+            "--no-driver-files",
+            "--gpus",
+            "1",
+            "--driver-version",
+            VERSION,
+        ],
+    );
 
     let o = command(nvbox())
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .args(["nvidia-container-cli", "--root"])
         .arg(r)
         .arg("--proc-root")
@@ -102,7 +132,9 @@ fn list_on_a_root_built_from_real_driver_packages() {
 
     // The same tree as another driver version: nothing of 535.261.03 qualifies.
     let nv = r.join("proc/driver/nvidia/version");
-    let text = std::fs::read_to_string(&nv).unwrap().replace(VERSION, "535.261.04");
+    let text = std::fs::read_to_string(&nv)
+        .unwrap()
+        .replace(VERSION, "535.261.04");
     std::fs::write(&nv, text).unwrap();
     let o = command(nvbox())
         .args(["nvidia-container-cli", "--root"])

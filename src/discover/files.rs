@@ -101,7 +101,10 @@ pub fn select_libraries(
             continue;
         }
         let real = found.path.clone();
-        info!("considering {real} ({})", ldcache::describe_flags(entry.flags));
+        info!(
+            "considering {real} ({})",
+            ldcache::describe_flags(entry.flags)
+        );
         if accept_library(found, version, tables::LIBRARIES[idx].0)? {
             chosen[idx] = Some(real);
         }

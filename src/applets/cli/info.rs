@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use lexopt::prelude::*;
 use serde_json::json;
 
-use super::{Global, command_help, input_error, reject_positional, roots};
+use super::{Global, command_help, input_error, prepare_host, reject_positional};
 use crate::discover::driver::{Driver, read_driver};
 use crate::discover::gpus::{Gpu, read_gpus};
 
@@ -34,7 +34,7 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
             other => return Err(input_error(other.unexpected())),
         }
     }
-    let roots = roots(g)?;
+    let roots = prepare_host(g)?;
     let driver = read_driver(&roots).context("initialization error")?;
     let gpus = read_gpus(&roots).context("detection error")?;
     let text = match format {

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use lexopt::prelude::*;
 
-use super::{Global, command_help, input_error, reject_positional, roots, string};
+use super::{Global, command_help, input_error, prepare_host, reject_positional, string};
 use crate::discover::Roots;
 use crate::discover::devices::{Majors, find_node};
 use crate::discover::driver::read_driver;
@@ -97,7 +97,7 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let imex = parse_imex_channels(&a.imex_channels)?;
-    let roots = roots(g)?;
+    let roots = prepare_host(g)?;
     let driver = read_driver(&roots).context("initialization error")?;
     let needs_gpus = a.device.is_some() || a.mig_config.is_some() || a.mig_monitor.is_some();
     let gpus = if needs_gpus {

@@ -94,6 +94,18 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
     }
 }
 
+/// The roots, after `--load-kmods` has loaded the modules and created the nodes there.
+pub fn prepare_host(g: &Global) -> Result<Roots> {
+    let roots = roots(g)?;
+    if g.load_kmods {
+        let minors: Vec<u32> = crate::discover::gpus::read_gpus(&roots)
+            .map(|gpus| gpus.iter().map(|g| g.minor).collect())
+            .unwrap_or_default();
+        crate::kmods::load_kernel_modules(&roots, &minors);
+    }
+    Ok(roots)
+}
+
 /// Roots from the flags, then config.toml (`[nvidia-container-cli] root`, `[nvbox] *-root`), so
 /// that the config `nvbox mock` prints is enough to point every applet at a simulated host.
 pub fn roots(g: &Global) -> Result<Roots> {
@@ -191,7 +203,7 @@ Command line utility for manipulating NVIDIA GPU containers (nvbox implementatio
 
  Global options:
   -d, --debug=FILE           Log debug information to FILE
-  -k, --load-kmods           Load kernel modules (accepted for compatibility)
+  -k, --load-kmods           Load kernel modules and create device nodes
   -l, --ldcache=FILE         Path to the system's DSO cache, inside the root
                              (default /etc/ld.so.cache)
   -n, --no-pivot             Do not use pivot_root
