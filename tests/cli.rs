@@ -503,3 +503,21 @@ fn load_kmods_recreates_missing_and_wrong_nodes() {
     ok(&cli(host.path(), &["--load-kmods", "info"]));
     assert!(!dev.join("nvidia0").exists());
 }
+
+#[test]
+fn brands_and_architectures_by_model() {
+    // Brands as `nvidia-smi -q` reports them for these boards on current drivers.
+    for (model, brand, arch) in [
+        ("t4", "Nvidia", "7.5"),
+        ("v100", "Tesla", "7.0"),
+        ("rtx4090", "GeForce", "8.9"),
+        ("a100", "Nvidia", "8.0"),
+        ("b200", "Nvidia", "10.0"),
+    ] {
+        let host = TempDir::new("brand");
+        mock(host.path(), &["--gpus", "1", "--model", model]);
+        let csv = ok(&cli(host.path(), &["info", "--csv"]));
+        let row: Vec<&str> = csv.lines().nth(4).unwrap().split(',').collect();
+        assert_eq!((row[3], row[6]), (brand, arch), "{model}");
+    }
+}

@@ -117,11 +117,12 @@ pub fn read_gpus(roots: &Roots) -> Result<Vec<Gpu>> {
         let info =
             parse_information(&text).with_context(|| format!("parse {}", info_path.display()))?;
         let pci_device_id = read_pci_device_id(roots, &name);
+        let arch = pci_device_id.and_then(tables::arch_for_device_id);
         gpus.push(Gpu {
             index: 0,
             minor: info.minor,
-            brand: tables::brand_for_model(&info.model),
-            arch: pci_device_id.and_then(tables::arch_for_device_id),
+            brand: tables::brand_for_model(&info.model, arch),
+            arch,
             uuid: info.uuid,
             bus_id: info.bus_id,
             model: info.model,

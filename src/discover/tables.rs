@@ -165,18 +165,23 @@ const BRAND_BY_MODEL: &[(&str, &str)] = &[
     ("Tesla", "Tesla"),
     ("TITAN RTX", "TitanRTX"),
     ("TITAN", "TITAN"),
-    ("GeForce RTX", "GeForceRTX"),
     ("GeForce", "GeForce"),
     ("RTX", "NvidiaRTX"),
     ("CMP", "Nvidia"),
 ];
 
-/// NVML brand name for a model such as `NVIDIA H100 80GB HBM3` (→ `Nvidia`) or `Tesla T4`
-/// (→ `Tesla`). Datacenter parts named `NVIDIA …` have reported `NVML_BRAND_NVIDIA` since R470.
-pub fn brand_for_model(model: &str) -> &'static str {
+/// NVML brand name for a model and its compute capability. Checked against `nvidia-smi -q`
+/// ("Product Brand") on R470–R570 drivers: `NVIDIA H100…`/`NVIDIA A100…` → `Nvidia`;
+/// `Tesla V100…`/`Tesla P40` → `Tesla` but `Tesla T4` (Turing) → `Nvidia`; every
+/// `NVIDIA GeForce RTX …` → `GeForce`.
+pub fn brand_for_model(model: &str, arch: Option<(u32, u32)>) -> &'static str {
     let name = model.strip_prefix("NVIDIA ").unwrap_or(model);
     for (pattern, brand) in BRAND_BY_MODEL {
         if name.starts_with(pattern) {
+            // From Turing on, boards still named "Tesla …" carry the NVIDIA brand.
+            if *brand == "Tesla" && arch.is_some_and(|a| a >= (7, 5)) {
+                return "Nvidia";
+            }
             return brand;
         }
     }
@@ -226,19 +231,27 @@ mod tests {
 
     #[test]
     fn brands_as_nvml_reports_them() {
-        assert_eq!(brand_for_model("NVIDIA H100 80GB HBM3"), "Nvidia");
-        assert_eq!(brand_for_model("NVIDIA A100-SXM4-80GB"), "Nvidia");
-        assert_eq!(brand_for_model("Tesla T4"), "Tesla");
-        assert_eq!(brand_for_model("Tesla V100-SXM2-32GB"), "Tesla");
-        assert_eq!(brand_for_model("NVIDIA GeForce RTX 4090"), "GeForceRTX");
-        assert_eq!(brand_for_model("NVIDIA GeForce GTX 1080"), "GeForce");
-        assert_eq!(brand_for_model("Quadro RTX 8000"), "QuadroRTX");
-        assert_eq!(brand_for_model("Quadro P4000"), "Quadro");
-        assert_eq!(brand_for_model("NVIDIA RTX A6000"), "NvidiaRTX");
-        assert_eq!(brand_for_model("NVIDIA TITAN RTX"), "TitanRTX");
-        assert_eq!(brand_for_model("NVIDIA TITAN V"), "TITAN");
-        assert_eq!(brand_for_model("GRID K520"), "GRID");
-        assert_eq!(brand_for_model("Graphics Device"), "Unknown");
+        let b = |m| brand_for_model(m, None);
+        assert_eq!(
+            brand_for_model("NVIDIA H100 80GB HBM3", Some((9, 0))),
+            "Nvidia"
+        );
+        assert_eq!(b("NVIDIA A100-SXM4-80GB"), "Nvidia");
+        assert_eq!(brand_for_model("Tesla T4", Some((7, 5))), "Nvidia");
+        assert_eq!(
+            brand_for_model("Tesla V100-SXM2-32GB", Some((7, 0))),
+            "Tesla"
+        );
+        assert_eq!(brand_for_model("Tesla P40", Some((6, 1))), "Tesla");
+        assert_eq!(b("NVIDIA GeForce RTX 4090"), "GeForce");
+        assert_eq!(b("NVIDIA GeForce GTX 1080"), "GeForce");
+        assert_eq!(b("Quadro RTX 8000"), "QuadroRTX");
+        assert_eq!(b("Quadro P4000"), "Quadro");
+        assert_eq!(b("NVIDIA RTX A6000"), "NvidiaRTX");
+        assert_eq!(b("NVIDIA TITAN RTX"), "TitanRTX");
+        assert_eq!(b("NVIDIA TITAN V"), "TITAN");
+        assert_eq!(b("GRID K520"), "GRID");
+        assert_eq!(b("Graphics Device"), "Unknown");
     }
 
     #[test]
