@@ -521,3 +521,42 @@ fn brands_and_architectures_by_model() {
         assert_eq!((row[3], row[6]), (brand, arch), "{model}");
     }
 }
+
+#[test]
+fn mock_without_root_says_nodes_need_root() {
+    if !is_root()
+        || std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        return skip_or_fail("needs root and setpriv to drop to nobody");
+    }
+    let dir = TempDir::new("nonroot");
+    std::process::Command::new("chown")
+        .arg("nobody")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    // The binary must be reachable by nobody: copy it into the world-readable temp dir.
+    let bin_dir = dir.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    std::fs::copy(nvbox(), bin_dir.join("nvbox")).unwrap();
+    let host = dir.path().join("host");
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(bin_dir.join("nvbox"))
+        .arg("mock")
+        .arg(&host)
+        .args(["--gpus", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("device nodes need root"),
+        "{}",
+        stderr(&o)
+    );
+    // Everything else is there: the host answers `info`.
+    assert_eq!(ok(&cli(&host, &["info"])), INFO_1GPU);
+}
