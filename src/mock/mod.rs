@@ -124,6 +124,11 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// lexopt's errors repeat their cause in `source()`; flatten them so the one line says it once.
+fn flat(e: lexopt::Error) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
 fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let mut parser = lexopt::Parser::from_args(args);
     let mut dir = None;
@@ -132,12 +137,12 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let mut version = DEFAULT_DRIVER_VERSION.to_string();
     let mut mig = 0u32;
     let mut driver_files = true;
-    while let Some(arg) = parser.next()? {
+    while let Some(arg) = parser.next().map_err(flat)? {
         match arg {
-            Long("gpus") => gpus = parser.value()?.parse()?,
+            Long("gpus") => gpus = parser.value()?.parse().map_err(flat)?,
             Long("model") => model = find_model(&parser.value()?.string()?)?,
             Long("driver-version") => version = parser.value()?.string()?,
-            Long("mig") => mig = parser.value()?.parse()?,
+            Long("mig") => mig = parser.value()?.parse().map_err(flat)?,
             Long("no-driver-files") => driver_files = false,
             Short('h') | Long("help") => {
                 print!("{HELP}");
@@ -148,7 +153,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
                 return Ok(None);
             }
             Value(v) if dir.is_none() => dir = Some(PathBuf::from(v)),
-            other => return Err(other.unexpected().into()),
+            other => return Err(flat(other.unexpected())),
         }
     }
     let dir = dir.ok_or_else(|| anyhow!("missing DIR (see nvbox mock --help)"))?;

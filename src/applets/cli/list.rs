@@ -58,15 +58,25 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<ListArgs>> {
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(input_error)? {
         match arg {
-            Short('d') | Long("device") => append(&mut a.device, string(parser.value()?)?),
+            Short('d') | Long("device") => {
+                append(&mut a.device, string(parser.value().map_err(input_error)?)?)
+            }
             Short('l') | Long("libraries") => a.libraries = true,
             Short('b') | Long("binaries") => a.binaries = true,
             Short('i') | Long("ipcs") => a.ipcs = true,
             Short('f') | Long("firmwares") => a.firmwares = true,
             Long("compat32") => a.compat32 = true,
-            Long("mig-config") => append(&mut a.mig_config, string(parser.value()?)?),
-            Long("mig-monitor") => append(&mut a.mig_monitor, string(parser.value()?)?),
-            Long("imex-channel") => a.imex_channels.push(string(parser.value()?)?),
+            Long("mig-config") => append(
+                &mut a.mig_config,
+                string(parser.value().map_err(input_error)?)?,
+            ),
+            Long("mig-monitor") => append(
+                &mut a.mig_monitor,
+                string(parser.value().map_err(input_error)?)?,
+            ),
+            Long("imex-channel") => a
+                .imex_channels
+                .push(string(parser.value().map_err(input_error)?)?),
             Long("no-persistenced") => a.no_persistenced = true,
             Long("no-fabricmanager") => a.no_fabricmanager = true,
             Long("no-gsp-firmware") => a.no_gsp_firmware = true,

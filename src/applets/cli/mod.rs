@@ -45,12 +45,16 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         };
         match arg {
-            Short('r') | Long("root") => g.root = Some(parser.value()?.into()),
-            Long("dev-root") => g.dev_root = Some(parser.value()?.into()),
-            Long("proc-root") => g.proc_root = Some(parser.value()?.into()),
-            Long("sys-root") => g.sys_root = Some(parser.value()?.into()),
-            Short('l') | Long("ldcache") => g.ldcache = Some(string(parser.value()?)?),
-            Short('d') | Long("debug") => g.debug = Some(string(parser.value()?)?),
+            Short('r') | Long("root") => g.root = Some(parser.value().map_err(input_error)?.into()),
+            Long("dev-root") => g.dev_root = Some(parser.value().map_err(input_error)?.into()),
+            Long("proc-root") => g.proc_root = Some(parser.value().map_err(input_error)?.into()),
+            Long("sys-root") => g.sys_root = Some(parser.value().map_err(input_error)?.into()),
+            Short('l') | Long("ldcache") => {
+                g.ldcache = Some(string(parser.value().map_err(input_error)?)?)
+            }
+            Short('d') | Long("debug") => {
+                g.debug = Some(string(parser.value().map_err(input_error)?)?)
+            }
             Short('u') | Long("user") => {
                 g.user = Some(match parser.optional_value() {
                     Some(v) => string(v)?,
@@ -192,7 +196,7 @@ pub fn reject_positional(v: OsString) -> Result<()> {
     bail!("input error: unexpected argument {:?}", v.to_string_lossy())
 }
 
-const USAGE: &str = "Usage: nvidia-container-cli [OPTION...] info|list|configure [OPTION...]\n";
+const USAGE: &str = "Usage: nvidia-container-cli [OPTION...] info|list [OPTION...]\n";
 
 const HELP: &str = "
 Command line utility for manipulating NVIDIA GPU containers (nvbox implementation).
