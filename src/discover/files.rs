@@ -60,22 +60,26 @@ pub fn read_ldcache(root: &RootDir, ldcache_path: &str) -> Result<Vec<u8>> {
     Ok(data)
 }
 
+/// Parse the cache once for both word sizes; a bad file is upstream's "unsupported file format".
+pub fn parse_ldcache<'a>(bytes: &'a [u8], ldcache_path: &str) -> Result<LdCache<'a>> {
+    let cache = LdCache::parse(bytes).map_err(|e| {
+        warn!("{ldcache_path}: {}", e.reason());
+        anyhow!("unsupported file format: {ldcache_path}")
+    })?;
+    info!("using ldcache {ldcache_path} ({:?} format)", cache.format());
+    Ok(cache)
+}
+
 /// Select the driver libraries of one word size: for every cache entry of the right
 /// architecture whose soname starts with a table prefix, the real file it points to, if that
 /// file's name ends with this driver's exact version (which rejects other drivers' leftovers,
 /// CUDA compat libraries and stubs). Output is in table order.
 pub fn select_libraries(
     root: &RootDir,
-    cache_bytes: &[u8],
-    ldcache_path: &str,
+    cache: &LdCache,
     version: &str,
     bits: Bits,
 ) -> Result<Vec<Library>> {
-    let cache = LdCache::parse(cache_bytes).map_err(|e| {
-        warn!("{ldcache_path}: {}", e.reason());
-        anyhow!("unsupported file format: {ldcache_path}")
-    })?;
-    info!("using ldcache {ldcache_path} ({:?} format)", cache.format());
     let Some(arch) = arch_flags(bits) else {
         return Ok(Vec::new());
     };

@@ -199,11 +199,12 @@ fn list_driver_files(
     if a.libraries {
         let ldcache = g.ldcache.as_deref().unwrap_or("/etc/ld.so.cache");
         let bytes = files::read_ldcache(root, ldcache)?;
-        for lib in files::select_libraries(root, &bytes, ldcache, version, Bits::Native)? {
+        let cache = files::parse_ldcache(&bytes, ldcache)?;
+        for lib in files::select_libraries(root, &cache, version, Bits::Native)? {
             let _ = writeln!(out, "{}", lib.path);
         }
         if a.compat32 {
-            for lib in files::select_libraries(root, &bytes, ldcache, version, Bits::Compat32)? {
+            for lib in files::select_libraries(root, &cache, version, Bits::Compat32)? {
                 let _ = writeln!(out, "{}", lib.path);
             }
         }
