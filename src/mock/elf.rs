@@ -289,7 +289,15 @@ mod tests {
         dir
     }
 
-    /// Runs a host tool; `None` (test skipped) where it is not installed, e.g. a minimal CI image.
+    /// A missing prerequisite skips the test locally but fails it in CI.
+    fn skip(reason: &str) {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{reason} (required when CI=true)");
+        }
+        eprintln!("SKIP {reason}");
+    }
+
+    /// Runs a host tool; `None` (test skipped) where it is not installed.
     fn run(tool: &str, args: &[&str]) -> Option<(bool, String, String)> {
         let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
         let exe = path
@@ -297,7 +305,7 @@ mod tests {
             .map(|d| Path::new(d).join(tool))
             .find(|p| p.is_file());
         let Some(exe) = exe else {
-            eprintln!("skipping: {tool} is not installed");
+            skip(&format!("{tool} is not installed"));
             return None;
         };
         let out = Command::new(exe).args(args).output().unwrap();
@@ -370,7 +378,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let root = scratch("ldconfig");
         if fs::metadata(&root).unwrap().uid() != 0 {
-            return eprintln!("skipping: ldconfig -r needs root");
+            return skip("ldconfig -r needs root");
         }
         let dirs = [
             (Machine::X86_64, "/usr/lib/x86_64-linux-gnu", "libc6,x86-64"),

@@ -125,49 +125,44 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         None => Selection::default(),
     };
     let mut out = String::new();
-    let mut line = |s: &str| {
-        out.push_str(s);
-        out.push('\n');
-    };
     if a.device.is_some() {
-        line("/dev/nvidiactl");
+        out.push_str("/dev/nvidiactl\n");
         for node in [
             "/dev/nvidia-uvm",
             "/dev/nvidia-uvm-tools",
             "/dev/nvidia-modeset",
         ] {
             if find_node(&roots, node).is_some() {
-                line(node);
+                let _ = writeln!(out, "{node}");
             }
         }
         for &i in &sel.gpus {
-            line(&format!("/dev/nvidia{}", gpus[i].minor));
+            let _ = writeln!(out, "/dev/nvidia{}", gpus[i].minor);
         }
     }
     let mig_all = check_mig_all(&a, &sel)?;
     if !mig_all {
         for &(g, m) in &sel.migs {
             let mig = &gpus[g].mig.devices[m];
-            line(&mig.gi_access);
-            line(&mig.ci_access);
+            let _ = writeln!(out, "{}", mig.gi_access);
+            let _ = writeln!(out, "{}", mig.ci_access);
             if majors.caps.is_some() {
                 for access in [&mig.gi_access, &mig.ci_access] {
                     if let Some(minor) = read_cap_minor(&roots, access) {
-                        line(&format!("/dev/nvidia-caps/nvidia-cap{minor}"));
+                        let _ = writeln!(out, "/dev/nvidia-caps/nvidia-cap{minor}");
                     }
                 }
             }
         }
     }
     for id in &imex {
-        line(&format!("/dev/nvidia-caps-imex-channels/channel{id}"));
+        let _ = writeln!(out, "/dev/nvidia-caps-imex-channels/channel{id}");
     }
-    let mut text = out;
     if a.mig_config.is_some() {
-        list_mig_caps(&mut text, &roots, &majors, &gpus, &sel, "config")?;
+        list_mig_caps(&mut out, &roots, &majors, &gpus, &sel, "config")?;
     }
     if a.mig_monitor.is_some() {
-        list_mig_caps(&mut text, &roots, &majors, &gpus, &sel, "monitor")?;
+        list_mig_caps(&mut out, &roots, &majors, &gpus, &sel, "monitor")?;
     }
     if a.binaries || a.libraries || a.ipcs || a.firmwares {
         let root = RootDir::open(&roots.driver).map_err(|e| {
@@ -177,9 +172,9 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
                 files::lower_io(&e)
             )
         })?;
-        list_driver_files(&mut text, &root, &a, g, &driver.version).context("detection error")?;
+        list_driver_files(&mut out, &root, &a, g, &driver.version).context("detection error")?;
     }
-    std::io::stdout().lock().write_all(text.as_bytes())?;
+    std::io::stdout().lock().write_all(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 
