@@ -10,10 +10,15 @@ mod applets;
 mod config;
 mod discover;
 mod kmods;
+mod live;
 mod log;
 mod mock;
+mod plan;
 mod report;
+mod request;
+mod require;
 mod select;
+mod sys;
 mod version;
 
 use std::ffi::OsString;

@@ -1,0 +1,1 @@
+//! Device cgroup programming (stub).

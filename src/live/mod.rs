@@ -1,0 +1,4 @@
+//! Applying a plan inside a live container (stub).
+#![allow(dead_code)]
+
+pub mod cgroup;

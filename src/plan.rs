@@ -1,0 +1,2 @@
+//! What a container gets (stub).
+#![allow(dead_code)]

@@ -1,0 +1,2 @@
+//! Requirement expressions (stub: filled by the requirement work).
+#![allow(dead_code)]
