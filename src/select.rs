@@ -34,6 +34,28 @@ impl Selection {
     }
 }
 
+/// `--mig-config`/`--mig-monitor` take only `all`, and not together with specific MIG devices.
+/// Returns whether either was given.
+pub fn check_mig_all(
+    mig_config: Option<&str>,
+    mig_monitor: Option<&str>,
+    sel: &Selection,
+) -> Result<bool> {
+    for (value, what) in [(mig_config, "mig-config"), (mig_monitor, "mig-monitor")] {
+        let Some(value) = value else { continue };
+        if !value
+            .split(',')
+            .all(|t| t.trim().eq_ignore_ascii_case("all"))
+        {
+            bail!("{what} error: only 'all' devices are currently supported");
+        }
+        if !sel.migs.is_empty() && !sel.all {
+            bail!("{what} error: cannot enable {what} with specific MIG devices selected");
+        }
+    }
+    Ok(mig_config.is_some() || mig_monitor.is_some())
+}
+
 /// Select devices. Tokens are matched in upstream's order of tests; an unknown token is an error
 /// naming it. With zero GPUs nothing is selected and nothing is an error.
 pub fn select_devices(gpus: &[Gpu], spec: &str) -> Result<Selection> {

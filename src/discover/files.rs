@@ -17,6 +17,8 @@ use crate::{info, warn};
 pub struct Library {
     /// Real file inside the driver root (`/usr/lib/x86_64-linux-gnu/libcuda.so.535.104.05`).
     pub path: String,
+    /// The soname its cache entry is filed under (`libcuda.so.1`): the link the loader opens.
+    pub soname: String,
     pub prefix: &'static str,
     pub group: Group,
 }
@@ -83,7 +85,7 @@ pub fn select_libraries(
     let Some(arch) = arch_flags(bits) else {
         return Ok(Vec::new());
     };
-    let mut chosen: Vec<Option<String>> = vec![None; tables::LIBRARIES.len()];
+    let mut chosen: Vec<Option<(String, String)>> = vec![None; tables::LIBRARIES.len()];
     for entry in cache.entries() {
         if entry.flags & ldcache::FLAG_ARCH_MASK != arch || entry.flags & ldcache::FLAG_ELF == 0 {
             continue;
@@ -101,7 +103,7 @@ pub fn select_libraries(
             Ok(Some(f)) if f.is_file() => f,
             _ => continue,
         };
-        if chosen[idx].as_deref() == Some(found.path.as_str()) {
+        if chosen[idx].as_ref().is_some_and(|(p, _)| *p == found.path) {
             continue;
         }
         let real = found.path.clone();
@@ -110,14 +112,15 @@ pub fn select_libraries(
             ldcache::describe_flags(entry.flags)
         );
         if accept_library(found, version, tables::LIBRARIES[idx].0)? {
-            chosen[idx] = Some(real);
+            chosen[idx] = Some((real, String::from_utf8_lossy(entry.soname).into_owned()));
         }
     }
     let mut libs = Vec::new();
     for ((prefix, group), path) in tables::LIBRARIES.iter().zip(chosen) {
         match path {
-            Some(path) => libs.push(Library {
+            Some((path, soname)) => libs.push(Library {
                 path,
+                soname,
                 prefix,
                 group: *group,
             }),

@@ -1,4 +1,349 @@
-//! Applying a plan inside a live container (stub).
-#![allow(dead_code)]
+//! Applying a plan to a live container: sources are opened on the host, then a forked child of
+//! this single-threaded process enters the container's mount namespace, opens the rootfs there
+//! and attaches everything fd to fd. On any failure the child undoes what it mounted and created
+//! and reports the step; the parent programs the device cgroup only after the child succeeded.
 
 pub mod cgroup;
+mod layout;
+mod ldcache;
+mod mount;
+mod procfs;
+mod rootfs;
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::fcntl::OFlag;
+use nix::sched::{CloneFlags, setns};
+use nix::sys::stat::{SFlag, major, minor};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+pub use layout::probe_layout;
+
+use crate::discover::files::lower_io;
+use crate::discover::host::Host;
+use crate::discover::root::{RootDir, file_type};
+use crate::plan::{APP_PROFILE_DIR, Bind, Kind, Plan, Root};
+use crate::sys::process::{Forked, fork_single_threaded};
+use mount::Source;
+use rootfs::{Created, Rootfs, kind};
+
+/// The container to configure.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The container's init (supervised), or the caller's parent (standalone).
+    pub pid: i32,
+    /// The rootfs path as the runtime gave it; it is opened inside the container's namespace.
+    pub rootfs: PathBuf,
+    /// `--pid` given: the rootfs is probed through the process's root.
+    pub supervised: bool,
+}
+
+impl Target {
+    /// The rootfs as the host sees it, for probing before entering the namespace.
+    pub fn host_view(&self) -> PathBuf {
+        if !self.supervised {
+            return self.rootfs.clone();
+        }
+        let rel = self.rootfs.strip_prefix("/").unwrap_or(&self.rootfs);
+        PathBuf::from(format!("/proc/{}/root", self.pid)).join(rel)
+    }
+}
+
+/// A bind whose source was opened on the host.
+struct Prepared<'a> {
+    bind: &'a Bind,
+    source: Option<Source>,
+    is_dir: bool,
+}
+
+/// Apply `plan` to the container.
+pub fn apply(host: &Host, plan: &Plan, t: &Target) -> Result<()> {
+    let use_new = mount::new_api();
+    let proc_files = read_proc_files(host, plan);
+    let mut prepared = Vec::with_capacity(plan.binds.len());
+    let mut roots: [Option<RootDir>; 3] = [None, None, None];
+    for bind in &plan.binds {
+        prepared.push(open_source(host, bind, use_new, &mut roots).map_err(|e| {
+            anyhow!(
+                "mount error: {}: {e}",
+                bind.target.rsplit('/').next().unwrap_or("")
+            )
+        })?);
+    }
+    let ns = nix::fcntl::open(
+        format!("/proc/{}/ns/mnt", t.pid).as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| {
+        anyhow!(
+            "container error: open /proc/{}/ns/mnt: {}",
+            t.pid,
+            e.desc().to_lowercase()
+        )
+    })?;
+    let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    match fork_single_threaded().context("fork")? {
+        Forked::Child => {
+            drop(rd);
+            let result = enter_and_apply(&ns, t, plan, &proc_files, &prepared, use_new);
+            let code = match result {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = std::fs::File::from(wr).write_all(format!("{e:#}").as_bytes());
+                    1
+                }
+            };
+            crate::sys::process::exit_child(code);
+        }
+        Forked::Parent(child) => {
+            drop(wr);
+            drop(prepared);
+            let mut msg = String::new();
+            let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+            match waitpid(child, None).context("wait")? {
+                WaitStatus::Exited(_, 0) => {}
+                WaitStatus::Exited(..) if !msg.is_empty() => bail!("{msg}"),
+                other => bail!("mount error: child failed: {other:?}"),
+            }
+        }
+    }
+    if !plan.cgroup.is_empty() {
+        let rules: Vec<cgroup::DeviceRule> = plan
+            .cgroup
+            .iter()
+            .map(|&(major, minor)| cgroup::DeviceRule { major, minor })
+            .collect();
+        let cg = cgroup::find_device_cgroup(Path::new("/"), t.pid).context("cgroup error")?;
+        cgroup::allow_devices(&cg, &rules).context("cgroup error")?;
+    }
+    Ok(())
+}
+
+/// `params` (rewritten), `version`, `registry` from the host's procfs; absent ones are skipped.
+fn read_proc_files(host: &Host, plan: &Plan) -> Vec<(&'static str, Vec<u8>)> {
+    let mut files = Vec::new();
+    for name in &plan.proc_files {
+        let path = host
+            .roots
+            .proc_path(&format!("{}/{name}", crate::plan::PROC_NVIDIA));
+        match std::fs::read(&path) {
+            Ok(data) if *name == "params" => files.push((
+                *name,
+                procfs::container_params(&String::from_utf8_lossy(&data)).into_bytes(),
+            )),
+            Ok(data) => files.push((*name, data)),
+            Err(_) => crate::warn!("missing {}", path.display()),
+        }
+    }
+    files
+}
+
+/// Open and check a source on the host. Rootfs sources are opened later, inside the container.
+fn open_source<'a>(
+    host: &Host,
+    bind: &'a Bind,
+    use_new: bool,
+    roots: &mut [Option<RootDir>; 3],
+) -> Result<Prepared<'a>> {
+    let (slot, base): (usize, &Path) = match bind.root {
+        Root::Driver => (0, &host.roots.driver),
+        Root::Dev => (1, &host.roots.dev),
+        Root::Proc => (2, &host.roots.proc),
+        Root::Rootfs => {
+            return Ok(Prepared {
+                bind,
+                source: None,
+                is_dir: false,
+            });
+        }
+    };
+    if roots[slot].is_none() {
+        roots[slot] = Some(
+            RootDir::open(base)
+                .map_err(|e| anyhow!("open {}: {}", base.display(), lower_io(&e)))?,
+        );
+    }
+    let root = roots[slot].as_ref().expect("opened above");
+    let found = root
+        .find(&bind.source)
+        .map_err(|e| anyhow!("openat2 {}: {}", bind.source, lower_io(&e)))?
+        .ok_or_else(|| anyhow!("{}: no such file or directory", bind.source))?;
+    let ty = file_type(&found.stat);
+    let ok = match bind.kind {
+        Kind::File => ty == SFlag::S_IFREG,
+        Kind::Ipc => ty == SFlag::S_IFSOCK || ty == SFlag::S_IFDIR,
+        Kind::Device {
+            major: ma,
+            minor: mi,
+        } => {
+            ty == SFlag::S_IFCHR
+                && major(found.stat.st_rdev) as u32 == ma
+                && minor(found.stat.st_rdev) as u32 == mi
+        }
+        Kind::DeviceDir => ty == SFlag::S_IFDIR,
+        Kind::Proc => ty == SFlag::S_IFREG || ty == SFlag::S_IFDIR,
+    };
+    if !ok {
+        if matches!(bind.kind, Kind::Device { .. }) {
+            bail!("invalid device node: {}", bind.source);
+        }
+        bail!(
+            "unexpected source file mode {:o} for {}",
+            found.stat.st_mode,
+            bind.source
+        );
+    }
+    let is_dir = ty == SFlag::S_IFDIR;
+    let source = mount::prepare(found.fd, bind.kind, use_new)?;
+    Ok(Prepared {
+        bind,
+        source: Some(source),
+        is_dir,
+    })
+}
+
+/// The child: enter, apply, and on failure undo.
+fn enter_and_apply(
+    ns: &OwnedFd,
+    t: &Target,
+    plan: &Plan,
+    proc_files: &[(&str, Vec<u8>)],
+    prepared: &[Prepared],
+    use_new: bool,
+) -> Result<()> {
+    setns(ns.as_fd(), CloneFlags::CLONE_NEWNS)
+        .map_err(|e| anyhow!("container error: setns: {}", e.desc().to_lowercase()))?;
+    let root = Rootfs::open(&t.rootfs)
+        .map_err(|e| anyhow!("container error: {}: {e}", t.rootfs.display()))?;
+    let mut mounted: Vec<OwnedFd> = Vec::new();
+    let mut created: Vec<Created> = Vec::new();
+    let result = apply_all(
+        &root,
+        plan,
+        proc_files,
+        prepared,
+        use_new,
+        &mut mounted,
+        &mut created,
+    );
+    if result.is_err() {
+        for m in mounted.iter().rev() {
+            mount::detach(m);
+        }
+        for c in created.iter().rev() {
+            let flag = if c.is_dir {
+                UnlinkatFlags::RemoveDir
+            } else {
+                UnlinkatFlags::NoRemoveDir
+            };
+            let _ = unlinkat(&c.dir, c.name.as_str(), flag);
+        }
+    }
+    result
+}
+
+fn apply_all(
+    root: &Rootfs,
+    plan: &Plan,
+    proc_files: &[(&str, Vec<u8>)],
+    prepared: &[Prepared],
+    use_new: bool,
+    mounted: &mut Vec<OwnedFd>,
+    created: &mut Vec<Created>,
+) -> Result<()> {
+    let m = procfs::mount_proc(root, proc_files, created)
+        .map_err(|e| anyhow!("mount error: tmpfs on {}: {e}", crate::plan::PROC_NVIDIA))?;
+    mounted.push(m);
+    if plan.app_profile {
+        let m = procfs::mount_tmpfs(root, APP_PROFILE_DIR, created)
+            .map_err(|e| anyhow!("mount error: tmpfs on {APP_PROFILE_DIR}: {e}"))?;
+        mounted.push(m);
+    }
+    for p in prepared {
+        bind_one(root, p, use_new, mounted, created).map_err(|e| {
+            let (dir, name) = rootfs::split(&p.bind.target).unwrap_or(("/", &p.bind.target));
+            anyhow!("mount error: mount {name} into {dir}: {e}")
+        })?;
+    }
+    for (link, target) in &plan.symlinks {
+        let (dir, name) = rootfs::split(link)?;
+        let dirfd = root.mkdir_all(dir, created)?;
+        match nix::unistd::symlinkat(target.as_str(), &dirfd, name) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => bail!("mount error: symlink {link}: {}", e.desc().to_lowercase()),
+        }
+    }
+    if !plan.cache.is_empty() {
+        ldcache::update_cache(root, &plan.cache).map_err(|e| anyhow!("ldcache error: {e}"))?;
+    }
+    Ok(())
+}
+
+fn bind_one(
+    root: &Rootfs,
+    p: &Prepared,
+    use_new: bool,
+    mounted: &mut Vec<OwnedFd>,
+    created: &mut Vec<Created>,
+) -> std::io::Result<()> {
+    let b = p.bind;
+    let own;
+    let source = match &p.source {
+        Some(s) => s,
+        None => {
+            // From the image itself: resolved in the rootfs, regular files only.
+            let fd = root
+                .resolve(&b.source, OFlag::O_PATH)
+                .map_err(|e| mount::errno_err(&format!("openat2 {}", b.source), e))?;
+            let st = nix::sys::stat::fstat(&fd).map_err(std::io::Error::from)?;
+            if kind(&st) != SFlag::S_IFREG {
+                return Err(std::io::Error::other(format!(
+                    "unexpected source file mode {:o} for {}",
+                    st.st_mode, b.source
+                )));
+            }
+            own = mount::prepare(fd, b.kind, use_new)?;
+            &own
+        }
+    };
+    let target = if p.is_dir {
+        root.placeholder_dir(&b.target, created)?
+    } else {
+        root.placeholder(&b.target, 0o644, created)?
+    };
+    mount::attach(source, &target, b.kind)?;
+    let flags = if p.is_dir {
+        OFlag::O_PATH | OFlag::O_DIRECTORY
+    } else {
+        OFlag::O_PATH
+    };
+    let now = root
+        .resolve(&b.target, flags)
+        .map_err(|e| mount::errno_err("reopen", e))?;
+    mounted.push(now.try_clone()?);
+    if matches!(source, Source::Path(_)) {
+        mount::remount_legacy(&now, b.kind)?;
+    }
+    if let Kind::Device {
+        major: ma,
+        minor: mi,
+    } = b.kind
+    {
+        let st = nix::sys::stat::fstat(&now).map_err(std::io::Error::from)?;
+        if kind(&st) != SFlag::S_IFCHR
+            || major(st.st_rdev) as u32 != ma
+            || minor(st.st_rdev) as u32 != mi
+        {
+            return Err(std::io::Error::other(format!(
+                "{} is not the device {ma}:{mi} after mounting",
+                b.target
+            )));
+        }
+    }
+    Ok(())
+}

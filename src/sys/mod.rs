@@ -4,3 +4,5 @@
 #![allow(dead_code)]
 
 pub mod bpf;
+pub mod mount;
+pub mod process;

@@ -17,7 +17,7 @@ use crate::discover::driver::read_driver;
 use crate::discover::files::{self, Bits, IpcOptions};
 use crate::discover::gpus::{self, CAPS_DIR, Gpu, MIG_MINORS, read_gpus};
 use crate::discover::root::RootDir;
-use crate::select::{Selection, select_devices};
+use crate::select::{Selection, check_mig_all, select_devices};
 
 #[derive(Debug, Default)]
 struct ListArgs {
@@ -140,7 +140,7 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
             let _ = writeln!(out, "/dev/nvidia{}", gpus[i].minor);
         }
     }
-    let mig_all = check_mig_all(&a, &sel)?;
+    let mig_all = check_mig_all(a.mig_config.as_deref(), a.mig_monitor.as_deref(), &sel)?;
     if !mig_all {
         for &(g, m) in &sel.migs {
             let mig = &gpus[g].mig.devices[m];
@@ -223,26 +223,6 @@ fn list_driver_files(
     Ok(())
 }
 
-/// `--mig-config`/`--mig-monitor` take only `all`, and not together with specific MIG devices.
-fn check_mig_all(a: &ListArgs, sel: &Selection) -> Result<bool> {
-    for (value, what) in [
-        (&a.mig_config, "mig-config"),
-        (&a.mig_monitor, "mig-monitor"),
-    ] {
-        let Some(value) = value else { continue };
-        if !value
-            .split(',')
-            .all(|t| t.trim().eq_ignore_ascii_case("all"))
-        {
-            bail!("{what} error: only 'all' devices are currently supported");
-        }
-        if !sel.migs.is_empty() && !sel.all {
-            bail!("{what} error: cannot enable {what} with specific MIG devices selected");
-        }
-    }
-    Ok(a.mig_config.is_some() || a.mig_monitor.is_some())
-}
-
 /// The files a container needs to configure (or monitor) MIG on the visible MIG-capable GPUs.
 fn list_mig_caps(
     out: &mut String,
@@ -291,7 +271,7 @@ fn read_cap_minor(roots: &Roots, proc_file: &str) -> Option<u32> {
 }
 
 /// Channel ids are decimal and must fit a device minor (20 bits).
-fn parse_imex_channels(values: &[String]) -> Result<Vec<u32>> {
+pub fn parse_imex_channels(values: &[String]) -> Result<Vec<u32>> {
     let mut ids = Vec::new();
     for v in values
         .iter()

@@ -1,6 +1,7 @@
 //! `nvidia-container-cli`: libnvidia-container's command line. Global options come before the
 //! command word and command options after it, as with GNU argp (reference libnvidia-container.md §1).
 
+mod configure;
 mod info;
 mod list;
 
@@ -90,6 +91,7 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
     match command.as_str() {
         "info" => info::run(&g, rest),
         "list" => list::run(&g, rest),
+        "configure" => configure::run(&g, rest),
         other => {
             eprintln!("{NAME}: unknown command '{other}'");
             eprint!("{USAGE}");
@@ -196,7 +198,7 @@ pub fn reject_positional(v: OsString) -> Result<()> {
     bail!("input error: unexpected argument {:?}", v.to_string_lossy())
 }
 
-const USAGE: &str = "Usage: nvidia-container-cli [OPTION...] info|list [OPTION...]\n";
+const USAGE: &str = "Usage: nvidia-container-cli [OPTION...] info|list|configure [OPTION...]\n";
 
 const HELP: &str = "
 Command line utility for manipulating NVIDIA GPU containers (nvbox implementation).
@@ -204,6 +206,7 @@ Command line utility for manipulating NVIDIA GPU containers (nvbox implementatio
  Commands:
   info       Report information about the driver and devices
   list       List driver components
+  configure  Configure a container with GPU support
 
  Global options:
   -d, --debug=FILE           Log debug information to FILE

@@ -1,0 +1,253 @@
+//! `nvidia-container-cli configure`: give a container the driver and the selected GPUs
+//! (reference libnvidia-container.md §1.5, §5). Discovery, then a pure plan, then the live
+//! backend applies it in the container's mount namespace. `--dry-run` prints the plan instead.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use lexopt::prelude::*;
+
+use super::{Global, command_help, input_error, prepare_host, string};
+use crate::discover::files::IpcOptions;
+use crate::discover::host::{HostQuery, read_host};
+use crate::live::{self, Target};
+use crate::plan::{CompatMode, Options, build_plan};
+use crate::request::Caps;
+use crate::require::{DeviceFacts, HostFacts, check_requirements};
+use crate::select::{Selection, check_mig_all, select_devices};
+
+const MAX_REQUIREMENTS: usize = 32;
+
+#[derive(Debug, Default)]
+pub struct ConfigureArgs {
+    pub pid: Option<i32>,
+    pub device: Option<String>,
+    pub require: Vec<String>,
+    pub ldconfig: Option<String>,
+    pub caps: Caps,
+    pub mig_config: Option<String>,
+    pub mig_monitor: Option<String>,
+    pub imex_channels: Vec<String>,
+    pub no_cgroups: bool,
+    pub no_devbind: bool,
+    pub no_persistenced: bool,
+    pub no_fabricmanager: bool,
+    pub no_gsp_firmware: bool,
+    pub cuda_compat_mode: Option<CompatMode>,
+    pub no_cntlibs: bool,
+    pub dry_run: bool,
+    pub rootfs: PathBuf,
+}
+
+fn append(slot: &mut Option<String>, v: String) {
+    match slot {
+        Some(s) => {
+            s.push(',');
+            s.push_str(&v);
+        }
+        None => *slot = Some(v),
+    }
+}
+
+fn value(parser: &mut lexopt::Parser) -> Result<String> {
+    string(parser.value().map_err(input_error)?)
+}
+
+fn parse_args(args: Vec<OsString>) -> Result<Option<ConfigureArgs>> {
+    let mut a = ConfigureArgs::default();
+    let mut rootfs: Vec<String> = Vec::new();
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(input_error)? {
+        match arg {
+            Short('p') | Long("pid") => {
+                let v = value(&mut parser)?;
+                let pid = v
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| anyhow!("input error: invalid pid: {v}"))?;
+                a.pid = Some(pid);
+            }
+            Short('d') | Long("device") => {
+                let v = value(&mut parser)?;
+                append(&mut a.device, v)
+            }
+            Short('r') | Long("require") => {
+                let v = value(&mut parser)?;
+                a.require.push(v)
+            }
+            Short('l') | Long("ldconfig") => a.ldconfig = Some(value(&mut parser)?),
+            Short('c') | Long("compute") => a.caps = a.caps.union(Caps::COMPUTE),
+            Short('u') | Long("utility") => a.caps = a.caps.union(Caps::UTILITY),
+            Short('v') | Long("video") => a.caps = a.caps.union(Caps::VIDEO),
+            Short('g') | Long("graphics") => a.caps = a.caps.union(Caps::GRAPHICS),
+            Short('D') | Long("display") => a.caps = a.caps.union(Caps::DISPLAY),
+            Short('n') | Long("ngx") => a.caps = a.caps.union(Caps::NGX),
+            Long("compat32") => a.caps = a.caps.union(Caps::COMPAT32),
+            Long("mig-config") => {
+                let v = value(&mut parser)?;
+                append(&mut a.mig_config, v)
+            }
+            Long("mig-monitor") => {
+                let v = value(&mut parser)?;
+                append(&mut a.mig_monitor, v)
+            }
+            Long("imex-channel") => {
+                let v = value(&mut parser)?;
+                a.imex_channels.push(v)
+            }
+            Long("no-cgroups") => a.no_cgroups = true,
+            Long("no-devbind") => a.no_devbind = true,
+            Long("no-persistenced") => a.no_persistenced = true,
+            Long("no-fabricmanager") => a.no_fabricmanager = true,
+            Long("no-gsp-firmware") => a.no_gsp_firmware = true,
+            Long("no-cntlibs") => a.no_cntlibs = true,
+            Long("cuda-compat-mode") => {
+                let v = value(&mut parser)?;
+                a.cuda_compat_mode = Some(CompatMode::parse(&v).ok_or_else(|| {
+                    anyhow!(
+                        "input error: invalid cuda-compat-mode: {v} (mount, ldconfig or disabled)"
+                    )
+                })?);
+            }
+            Long("dry-run") => a.dry_run = true,
+            Short('h') | Short('?') | Long("help") => {
+                command_help(HELP)?;
+                return Ok(None);
+            }
+            Value(v) => rootfs.push(string(v)?),
+            other => return Err(input_error(other.unexpected())),
+        }
+    }
+    match rootfs.as_slice() {
+        [one] if one.starts_with('/') && one != "/" => a.rootfs = PathBuf::from(one),
+        [_] => bail!("input error: invalid rootfs directory"),
+        [] => bail!("input error: missing ROOTFS argument"),
+        _ => bail!("input error: too many arguments"),
+    }
+    if a.require.len() > MAX_REQUIREMENTS {
+        bail!("input error: too many requirements");
+    }
+    Ok(Some(a))
+}
+
+pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
+    let Some(a) = parse_args(args)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    configure(g, &a)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The whole `configure`, also called in-process by the prestart hook.
+pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
+    let imex = super::list::parse_imex_channels(&a.imex_channels)?;
+    let compute_libs = a.caps.contains(Caps::COMPUTE) || a.caps.contains(Caps::VIDEO);
+    let compat_mode = if a.no_cntlibs {
+        CompatMode::Disabled
+    } else {
+        a.cuda_compat_mode.unwrap_or_default()
+    };
+    let needs_gpus = a.device.is_some() || a.mig_config.is_some() || a.mig_monitor.is_some();
+    let roots = prepare_host(g)?;
+    let query = HostQuery {
+        ldcache: g.ldcache.clone(),
+        compat32: a.caps.contains(Caps::COMPAT32),
+        gpus: needs_gpus,
+        ipc: IpcOptions {
+            no_persistenced: a.no_persistenced,
+            no_fabricmanager: a.no_fabricmanager,
+            no_mps: false,
+        },
+        no_gsp_firmware: a.no_gsp_firmware,
+        path_env: std::env::var("PATH").ok(),
+        mps_dir: std::env::var("CUDA_MPS_PIPE_DIRECTORY").ok(),
+        imex_channels: imex,
+    };
+    let host = read_host(&roots, &query)?;
+    let sel = match &a.device {
+        Some(spec) => select_devices(&host.gpus, spec).context("device error")?,
+        None => Selection::default(),
+    };
+    let mig_all = check_mig_all(a.mig_config.as_deref(), a.mig_monitor.as_deref(), &sel)?;
+    let facts = HostFacts {
+        cuda: host.driver.cuda.map(|(x, y)| format!("{x}.{y}")),
+        driver: Some(host.driver.version.clone()),
+    };
+    let mut devices: Vec<DeviceFacts> = sel
+        .gpus
+        .iter()
+        .map(|&i| device_facts(&host.gpus[i]))
+        .collect();
+    devices.extend(sel.migs.iter().map(|&(g, _)| device_facts(&host.gpus[g])));
+    check_requirements(&a.require, &facts, &devices).context("requirement error")?;
+
+    let target = match a.pid {
+        Some(pid) => Target {
+            pid,
+            rootfs: a.rootfs.clone(),
+            supervised: true,
+        },
+        None => Target {
+            pid: nix::unistd::getppid().as_raw(),
+            rootfs: a.rootfs.clone(),
+            supervised: false,
+        },
+    };
+    let want_compat = compute_libs && compat_mode != CompatMode::Disabled;
+    let layout = live::probe_layout(&target.host_view(), want_compat)?;
+    let opts = Options {
+        caps: a.caps,
+        no_devbind: a.no_devbind,
+        no_cgroups: a.no_cgroups,
+        mig_config: mig_all && a.mig_config.is_some(),
+        mig_monitor: mig_all && a.mig_monitor.is_some(),
+        compat_mode,
+    };
+    let plan = build_plan(&host, &sel, &opts, &layout)?;
+    if a.dry_run {
+        print!("{plan}");
+        return Ok(());
+    }
+    live::apply(&host, &plan, &target)
+}
+
+fn device_facts(gpu: &crate::discover::gpus::Gpu) -> DeviceFacts {
+    DeviceFacts {
+        arch: gpu.arch.map(|(x, y)| format!("{x}.{y}")),
+        brand: Some(gpu.brand.to_owned()),
+    }
+}
+
+const HELP: &str = "Usage: nvidia-container-cli configure [OPTION...] ROOTFS
+Configure a container with GPU support by exposing device drivers to it
+
+  -p, --pid=PID              Container PID (without it: the caller's parent,
+                             standalone mode)
+  -d, --device=ID            Device UUID(s), index(es), bus id(s) or MIG
+                             device(s) to isolate
+  -r, --require=EXPR         Check container requirements (repeatable)
+  -l, --ldconfig=PATH        Path to the ldconfig binary, '@' prefix for a host
+                             path (used only with [nvbox] ldcache = \"ldconfig\")
+  -c, --compute              Enable compute capability
+  -u, --utility              Enable utility capability
+  -v, --video                Enable video capability
+  -g, --graphics             Enable graphics capability
+  -D, --display              Enable display capability
+  -n, --ngx                  Enable ngx capability
+      --compat32             Enable 32bits compatibility
+      --mig-config=ID        Enable configuration of MIG devices ('all')
+      --mig-monitor=ID       Enable monitoring of MIG devices ('all')
+      --imex-channel=CHANNEL IMEX channel ID(s) to inject
+      --no-cgroups           Don't use cgroup enforcement
+      --no-devbind           Don't bind mount devices
+      --no-persistenced      Don't include the NVIDIA persistence daemon socket
+      --no-fabricmanager     Don't include the NVIDIA fabricmanager socket
+      --no-gsp-firmware      Don't include GSP firmware
+      --no-cntlibs           Don't mount CUDA compat libraries from the image
+      --cuda-compat-mode=MODE  mount (default), ldconfig or disabled
+      --dry-run              Print what would be done, change nothing
+  -?, -h, --help             Give this help list
+";
