@@ -28,7 +28,11 @@ use std::process::ExitCode;
 type AppletMain = fn(&str, Vec<OsString>) -> ExitCode;
 
 /// Installable applets: `nvbox --list` prints these and `symlinks.sh` links each one.
-const APPLETS: &[(&str, AppletMain)] = &[("nvidia-container-cli", applets::cli::main)];
+const APPLETS: &[(&str, AppletMain)] = &[
+    ("nvidia-container-cli", applets::cli::main),
+    ("nvidia-container-runtime-hook", applets::hook::main),
+    ("nvidia-container-toolkit", applets::hook::main),
+];
 
 /// Commands reachable only as `nvbox COMMAND`: they are tools for the operator, not names an engine
 /// calls, and names like `mock` must not land in /usr/bin.

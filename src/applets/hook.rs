@@ -276,7 +276,8 @@ fn exec_cli(cfg: &Config, flags: &Flags, req: &Request, pid: i32, rootfs: &Path)
     args.push(format!("--pid={pid}"));
     args.push(rootfs.display().to_string());
     let mut cmd = std::process::Command::new(&c.path);
-    cmd.args(&args).envs(c.environment.iter().filter_map(|kv| kv.split_once('=')));
+    cmd.args(&args)
+        .envs(c.environment.iter().filter_map(|kv| kv.split_once('=')));
     let err = cmd.exec();
     Err(anyhow!("exec {}: {err}", c.path))
 }

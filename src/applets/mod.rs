@@ -1,3 +1,4 @@
 //! One module per role; each exposes `main(name, args) -> ExitCode` for the dispatch table.
 
 pub mod cli;
+pub mod hook;

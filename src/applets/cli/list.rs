@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use lexopt::prelude::*;
 
 use super::{Global, command_help, input_error, prepare_host, reject_positional, string};

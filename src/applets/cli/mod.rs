@@ -1,7 +1,7 @@
 //! `nvidia-container-cli`: libnvidia-container's command line. Global options come before the
 //! command word and command options after it, as with GNU argp (reference libnvidia-container.md §1).
 
-mod configure;
+pub mod configure;
 mod info;
 mod list;
 
