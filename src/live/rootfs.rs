@@ -22,6 +22,11 @@ pub struct Created {
     pub is_dir: bool,
 }
 
+enum Walk {
+    Done(OwnedFd),
+    Restart(String),
+}
+
 pub fn kind(st: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
 }
@@ -60,44 +65,80 @@ impl Rootfs {
     }
 
     /// The directory `abs`, created (mode 0755) where missing. Each new component is made with
-    /// `mkdirat` in its resolved parent, then resolved again, so a symlink planted anywhere along
-    /// the way is followed inside the root, and a dangling one is an error.
+    /// `mkdirat` in its resolved parent, then resolved again, so a symlink anywhere along the way
+    /// is followed inside the root. A dangling symlink is followed too: the directory it names is
+    /// created, inside the root, as the kernel would have resolved it.
     pub fn mkdir_all(&self, abs: &str, created: &mut Vec<Created>) -> io::Result<OwnedFd> {
         let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
-        match self.resolve(abs, dir_flags) {
-            Ok(fd) => return Ok(fd),
-            Err(Errno::ENOENT) => {}
-            Err(e) => return Err(errno(e, &format!("openat2 {abs}"))),
+        let mut path = abs.to_owned();
+        // Symlinks followed by hand, bounded like the kernel's own limit.
+        for _ in 0..40 {
+            match self.resolve(&path, dir_flags) {
+                Ok(fd) => return Ok(fd),
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(errno(e, &format!("openat2 {path}"))),
+            }
+            match self.mkdir_components(&path, created)? {
+                Walk::Done(fd) => return Ok(fd),
+                Walk::Restart(next) => path = next,
+            }
         }
+        Err(errno(Errno::ELOOP, &format!("mkdir {abs}")))
+    }
+
+    fn mkdir_components(&self, abs: &str, created: &mut Vec<Created>) -> io::Result<Walk> {
+        let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
         let mut fd = self
             .resolve("/", dir_flags)
             .map_err(|e| errno(e, "openat2 /"))?;
+        let comps: Vec<&str> = abs
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
         let mut prefix = String::new();
-        for comp in abs.split('/').filter(|c| !c.is_empty() && *c != ".") {
-            if comp == ".." {
-                return Err(io::Error::other(format!("{abs}: '..' in a target path")));
-            }
+        for (i, comp) in comps.iter().enumerate() {
+            let parent_prefix = prefix.clone();
             prefix.push('/');
             prefix.push_str(comp);
             match self.resolve(&prefix, dir_flags) {
-                Ok(next) => fd = next,
-                Err(Errno::ENOENT) => {
-                    mkdirat(&fd, comp, Mode::from_bits_truncate(0o755))
-                        .map_err(|e| errno(e, &format!("mkdir {prefix}")))?;
-                    let parent = fd;
-                    fd = self
-                        .resolve(&prefix, dir_flags)
-                        .map_err(|e| errno(e, &format!("openat2 {prefix}")))?;
-                    created.push(Created {
-                        dir: parent,
-                        name: comp.to_owned(),
-                        is_dir: true,
-                    });
+                Ok(next) => {
+                    fd = next;
+                    continue;
                 }
+                Err(Errno::ENOENT) => {}
                 Err(e) => return Err(errno(e, &format!("openat2 {prefix}"))),
             }
+            if *comp == ".." {
+                return Err(errno(Errno::ENOENT, &format!("openat2 {prefix}")));
+            }
+            match mkdirat(&fd, *comp, Mode::from_bits_truncate(0o755)) {
+                Ok(()) => {}
+                Err(Errno::EEXIST) => {
+                    // A dangling symlink: continue from what it names.
+                    let target = nix::fcntl::readlinkat(&fd, *comp)
+                        .map_err(|e| errno(e, &format!("readlink {prefix}")))?;
+                    let target = target.to_string_lossy();
+                    let rest = comps[i + 1..].join("/");
+                    let base = if target.starts_with('/') {
+                        target.into_owned()
+                    } else {
+                        format!("{parent_prefix}/{target}")
+                    };
+                    return Ok(Walk::Restart(format!("{base}/{rest}")));
+                }
+                Err(e) => return Err(errno(e, &format!("mkdir {prefix}"))),
+            }
+            let parent = fd;
+            fd = self
+                .resolve(&prefix, dir_flags)
+                .map_err(|e| errno(e, &format!("openat2 {prefix}")))?;
+            created.push(Created {
+                dir: parent,
+                name: (*comp).to_owned(),
+                is_dir: true,
+            });
         }
-        Ok(fd)
+        Ok(Walk::Done(fd))
     }
 
     /// An empty regular file at `abs` to mount over (created with `mode` where missing), opened

@@ -1,0 +1,224 @@
+//! The live backend against hostile rootfs trees: a private mount namespace holding a tmpfs
+//! rootfs seeded with symlinks that point out of it; `nvidia-container-cli configure --pid`
+//! must keep every directory, file and mount inside the rootfs, and undo everything when a
+//! step fails.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+/// A process in its own mount namespace with a tmpfs at `root`; killed on drop.
+struct Sandbox {
+    child: Child,
+    root: PathBuf,
+}
+
+impl Sandbox {
+    fn new(root: &Path, seed: &str) -> Sandbox {
+        std::fs::create_dir_all(root).unwrap();
+        let script = format!(
+            "mount -t tmpfs tmpfs {r} && cd {r} && {seed} && echo ready && exec sleep 600",
+            r = root.display()
+        );
+        let mut child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "sandbox seed failed: {seed}");
+        Sandbox {
+            child,
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Mount points in the sandbox's namespace.
+    fn mounts(&self) -> Vec<String> {
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", self.child.id()))
+            .unwrap()
+            .lines()
+            .map(|l| l.split(' ').nth(4).unwrap().to_owned())
+            .collect()
+    }
+
+    /// Run a shell command inside the namespace.
+    fn sh(&self, cmd: &str) -> String {
+        let out = Command::new("nsenter")
+            .args(["-t", &self.pid(), "-m", "sh", "-c", cmd])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn configure(cfg: &Path, sandbox: &Sandbox, extra_env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = command(nvbox());
+    c.env("NVIDIA_CTK_CONFIG_FILE_PATH", cfg);
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    c.args([
+        "nvidia-container-cli",
+        "configure",
+        "--no-cgroups",
+        "--device=all",
+        "--compute",
+        "--utility",
+        "--pid",
+        &sandbox.pid(),
+        sandbox.root.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap()
+}
+
+struct Fixture {
+    dir: TempDir,
+    cfg: PathBuf,
+}
+
+fn fixture(tag: &str) -> Option<Fixture> {
+    if !is_root() {
+        skip_or_fail("live mount tests need root");
+        return None;
+    }
+    let dir = TempDir::new(tag);
+    let text = mock(&dir.path().join("host"), &["--gpus", "2"]);
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+    Some(Fixture { dir, cfg })
+}
+
+fn assert_nothing_outside(f: &Fixture, sb: &Sandbox, before: &[String]) {
+    let outside = f.dir.path().join("outside");
+    let leaked: Vec<_> = std::fs::read_dir(&outside).unwrap().flatten().collect();
+    assert!(leaked.is_empty(), "created outside the rootfs: {leaked:?}");
+    let root = sb.root.to_str().unwrap();
+    for m in sb.mounts() {
+        if !before.contains(&m) {
+            assert!(
+                m.starts_with(&format!("{root}/")),
+                "mount outside the rootfs: {m}"
+            );
+        }
+    }
+}
+
+#[test]
+fn benign_rootfs_gets_the_driver() {
+    let Some(f) = fixture("live-benign") else {
+        return;
+    };
+    let sb = Sandbox::new(&f.dir.path().join("rootfs"), "mkdir -p etc && touch etc/debian_version");
+    let before = sb.mounts();
+    let out = configure(&f.cfg, &sb, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = sb.root.display();
+    let got = sb.sh(&format!(
+        "stat -c '%F %t:%T' {r}/dev/nvidia1 {r}/dev/nvidiactl; readlink {r}/usr/lib/x86_64-linux-gnu/libcuda.so.1; grep ModifyDeviceFiles {r}/proc/driver/nvidia/params"
+    ));
+    assert_eq!(
+        got,
+        "character special file c3:1\ncharacter special file c3:ff\nlibcuda.so.535.104.05\nModifyDeviceFiles: 0\n"
+    );
+    assert_nothing_outside(&f, &sb, &before);
+}
+
+#[test]
+fn legacy_mount_path_gives_the_same_result() {
+    let Some(f) = fixture("live-legacy") else {
+        return;
+    };
+    let sb = Sandbox::new(&f.dir.path().join("rootfs"), "true");
+    let before = sb.mounts();
+    let out = configure(&f.cfg, &sb, &[("NVBOX_MOUNT_API", "legacy")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = sb.root.display();
+    let got = sb.sh(&format!(
+        "stat -c '%t:%T' {r}/dev/nvidia0; grep ' {r}/usr/lib64/libcuda.so.535.104.05 ' /proc/self/mountinfo | cut -d' ' -f6"
+    ));
+    assert_eq!(got, "c3:0\nro,nosuid,nodev,relatime\n");
+    assert_nothing_outside(&f, &sb, &before);
+}
+
+#[test]
+fn symlinks_out_of_the_rootfs_resolve_inside_it() {
+    let Some(f) = fixture("live-hostile") else {
+        return;
+    };
+    let outside = f.dir.path().join("outside");
+    let o = outside.display();
+    let host_cache = std::fs::read("/etc/ld.so.cache").ok();
+    let seed = format!(
+        "mkdir -p usr proc && ln -s / etc && touch debian_version \
+         && mkdir -p usr/lib && ln -s {o} usr/lib/x86_64-linux-gnu \
+         && ln -s ../../../../../../../../..{o} usr/bin \
+         && ln -s {o} proc/driver && ln -s ../../..{o} dev \
+         && mkdir -p lib && ln -s /../../../{o} lib/firmware"
+    );
+    let sb = Sandbox::new(&f.dir.path().join("rootfs"), &seed);
+    let before = sb.mounts();
+    let out = configure(&f.cfg, &sb, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_nothing_outside(&f, &sb, &before);
+    assert_eq!(std::fs::read("/etc/ld.so.cache").ok(), host_cache);
+    // Everything landed under the rootfs's own copy of the outside path.
+    let r = sb.root.display();
+    let got = sb.sh(&format!(
+        "stat -c '%t:%T' {r}{o}/nvidia0; ls {r}{o}/libcuda.so.535.104.05 {r}{o}/nvidia-smi {r}/ld.so.cache"
+    ));
+    assert_eq!(
+        got,
+        format!("c3:0\n{r}{o}/libcuda.so.535.104.05\n{r}{o}/nvidia-smi\n{r}/ld.so.cache\n")
+    );
+}
+
+#[test]
+fn a_planted_symlink_target_fails_and_everything_is_undone() {
+    let Some(f) = fixture("live-planted") else {
+        return;
+    };
+    let o = f.dir.path().join("outside");
+    let seed = format!(
+        "mkdir -p usr/bin proc && ln -s {}/evil usr/bin/nvidia-debugdump",
+        o.display()
+    );
+    let sb = Sandbox::new(&f.dir.path().join("rootfs"), &seed);
+    let before = sb.mounts();
+    let out = configure(&f.cfg, &sb, &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("nvidia-container-cli: mount error: mount nvidia-debugdump into /usr/bin:"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(sb.mounts(), before, "mounts left behind after a failure");
+    let r = sb.root.display();
+    // The placeholder made for the binary before it was refused is gone; the planted link stays.
+    let got = sb.sh(&format!(
+        "ls {r}/usr/bin; ls -A {r}/proc; test -e {r}/dev && echo dev-exists"
+    ));
+    assert_eq!(got, "nvidia-debugdump\n");
+    assert_nothing_outside(&f, &sb, &before);
+}
