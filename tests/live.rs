@@ -129,7 +129,10 @@ fn benign_rootfs_gets_the_driver() {
     let Some(f) = fixture("live-benign") else {
         return;
     };
-    let sb = Sandbox::new(&f.dir.path().join("rootfs"), "mkdir -p etc && touch etc/debian_version");
+    let sb = Sandbox::new(
+        &f.dir.path().join("rootfs"),
+        "mkdir -p etc && touch etc/debian_version",
+    );
     let before = sb.mounts();
     let out = configure(&f.cfg, &sb, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -189,7 +192,7 @@ fn symlinks_out_of_the_rootfs_resolve_inside_it() {
     ));
     assert_eq!(
         got,
-        format!("c3:0\n{r}{o}/libcuda.so.535.104.05\n{r}{o}/nvidia-smi\n{r}/ld.so.cache\n")
+        format!("c3:0\n{r}/ld.so.cache\n{r}{o}/libcuda.so.535.104.05\n{r}{o}/nvidia-smi\n")
     );
 }
 

@@ -199,7 +199,8 @@ fn open_source<'a>(
         );
     }
     let is_dir = ty == SFlag::S_IFDIR;
-    let source = mount::prepare(found.fd, bind.kind, use_new)?;
+    let reopen = Some((base.to_path_buf(), bind.source.clone()));
+    let source = mount::prepare(found.fd, bind.kind, use_new, reopen)?;
     Ok(Prepared {
         bind,
         source: Some(source),
@@ -307,7 +308,7 @@ fn bind_one(
                     st.st_mode, b.source
                 )));
             }
-            own = mount::prepare(fd, b.kind, use_new)?;
+            own = mount::prepare(fd, b.kind, use_new, None)?;
             &own
         }
     };
@@ -326,7 +327,7 @@ fn bind_one(
         .resolve(&b.target, flags)
         .map_err(|e| mount::errno_err("reopen", e))?;
     mounted.push(now.try_clone()?);
-    if matches!(source, Source::Path(_)) {
+    if matches!(source, Source::Path { .. }) {
         mount::remount_legacy(&now, b.kind)?;
     }
     if let Kind::Device {

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -16,8 +17,14 @@ use crate::sys::mount as sys;
 pub enum Source {
     /// A detached mount with its flags already set.
     Tree(OwnedFd),
-    /// An `O_PATH` fd, bind-mounted through procfs (no new mount API).
-    Path(OwnedFd),
+    /// An `O_PATH` fd, bind-mounted through procfs (no new mount API). A bind mount's source
+    /// must be in the caller's namespace, so a host source is looked up again inside the
+    /// container's (which still holds a copy of the host's mounts at prestart) by `reopen`, and
+    /// must be the very inode that was checked on the host.
+    Path {
+        fd: OwnedFd,
+        reopen: Option<(PathBuf, String)>,
+    },
 }
 
 fn attrs(kind: Kind) -> u64 {
@@ -60,9 +67,14 @@ pub fn new_api() -> bool {
 }
 
 /// Turn an `O_PATH` fd of a verified source into a mountable source.
-pub fn prepare(fd: OwnedFd, kind: Kind, use_new_api: bool) -> io::Result<Source> {
+pub fn prepare(
+    fd: OwnedFd,
+    kind: Kind,
+    use_new_api: bool,
+    reopen: Option<(PathBuf, String)>,
+) -> io::Result<Source> {
     if !use_new_api {
-        return Ok(Source::Path(fd));
+        return Ok(Source::Path { fd, reopen });
     }
     let recursive = matches!(kind, Kind::Proc | Kind::DeviceDir);
     match sys::open_tree_clone(fd.as_fd(), recursive) {
@@ -71,7 +83,7 @@ pub fn prepare(fd: OwnedFd, kind: Kind, use_new_api: bool) -> io::Result<Source>
                 .map_err(|e| io::Error::other(format!("mount_setattr: {}", lower(&e))))?;
             Ok(Source::Tree(tree))
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Ok(Source::Path(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Ok(Source::Path { fd, reopen }),
         Err(e) => Err(io::Error::other(format!("open_tree: {}", lower(&e)))),
     }
 }
@@ -86,7 +98,15 @@ pub fn attach(src: &Source, target: &OwnedFd, kind: Kind) -> io::Result<()> {
     match src {
         Source::Tree(tree) => sys::move_mount(tree.as_fd(), target.as_fd())
             .map_err(|e| io::Error::other(format!("move_mount: {}", lower(&e)))),
-        Source::Path(fd) => {
+        Source::Path { fd, reopen } => {
+            let same;
+            let fd = match reopen {
+                Some((root, path)) => {
+                    same = reopen_same(fd, root, path)?;
+                    &same
+                }
+                None => fd,
+            };
             let target_path = proc_fd(target.as_fd());
             let rec = if matches!(kind, Kind::Proc | Kind::DeviceDir) {
                 MsFlags::MS_REC
@@ -103,6 +123,22 @@ pub fn attach(src: &Source, target: &OwnedFd, kind: Kind) -> io::Result<()> {
             .map_err(|e| errno_err("mount", e))
         }
     }
+}
+
+/// `path` under `root`, looked up in the current namespace, if it is the inode `fd` is.
+fn reopen_same(fd: &OwnedFd, root: &std::path::Path, path: &str) -> io::Result<OwnedFd> {
+    let found = crate::discover::root::RootDir::open(root)?
+        .find(path)?
+        .ok_or_else(|| {
+            io::Error::other(format!("{path}: not visible in the container's namespace"))
+        })?;
+    let host = nix::sys::stat::fstat(fd).map_err(io::Error::from)?;
+    if (host.st_dev, host.st_ino) != (found.stat.st_dev, found.stat.st_ino) {
+        return Err(io::Error::other(format!(
+            "{path}: not the file checked on the host"
+        )));
+    }
+    Ok(found.fd)
 }
 
 /// Second half of the legacy path: remount the now-attached mount (`mounted` is an fd of the
