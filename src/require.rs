@@ -9,7 +9,6 @@
 //!
 //! Every term of every predicate is validated before anything is evaluated, so an invalid term
 //! is reported even when an earlier alternative would have satisfied the predicate.
-#![allow(dead_code)]
 
 use std::cmp::Ordering;
 

@@ -32,6 +32,7 @@ pub fn request_from_container(c: &Container, cfg: &Config) -> Result<Request> {
 }
 
 /// The request from a bare environment (no mounts), as an unprivileged or privileged container.
+#[cfg(test)]
 pub fn request_from_env(env: &[String], privileged: bool, cfg: &Config) -> Result<Request> {
     let env = parse_env(env)?;
     build_request(&env, privileged, &[], cfg)

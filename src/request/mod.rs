@@ -1,16 +1,12 @@
 //! What a container asks for: devices, driver capabilities, requirements, MIG and IMEX requests
 //! (reference nvidia-container-toolkit.md §3). Pure: the inputs are an OCI spec (as JSON), the
 //! OCI state and the config; nothing here touches the host.
-#![allow(dead_code)]
 
 mod env;
 mod oci;
 
-// Unused until the hook and runtime applets call them.
-#[allow(unused_imports)]
-pub use env::{request_from_container, request_from_env};
-#[allow(unused_imports)]
-pub use oci::{Container, State, read_container, read_state};
+pub use env::request_from_container;
+pub use oci::{Container, read_container, read_state};
 
 use anyhow::{Result, bail};
 
@@ -54,6 +50,7 @@ impl Caps {
         Caps(self.0 & o.0)
     }
 
+    #[cfg(test)]
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }

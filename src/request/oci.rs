@@ -17,6 +17,8 @@ pub struct Container {
     pub privileged: bool,
     /// (source, destination) of each mount, in spec order.
     pub mounts: Vec<(String, String)>,
+    /// Read by CDI-annotation requests (runtime shim, cdi mode).
+    #[allow(dead_code)]
     pub annotations: BTreeMap<String, String>,
 }
 

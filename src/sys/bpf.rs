@@ -19,6 +19,7 @@ pub const BPF_PROG_QUERY: u32 = 16;
 pub const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 pub const BPF_CGROUP_DEVICE: u32 = 6;
 
+#[allow(dead_code)] // uapi table kept whole
 pub const BPF_F_ALLOW_OVERRIDE: u32 = 1 << 0;
 pub const BPF_F_ALLOW_MULTI: u32 = 1 << 1;
 pub const BPF_F_REPLACE: u32 = 1 << 2;
@@ -50,6 +51,7 @@ impl Insn {
         self.regs >> 4
     }
     /// The instruction as the kernel stores it, read as one little-endian u64.
+    #[cfg(test)]
     pub fn to_u64(self) -> u64 {
         u64::from(self.code)
             | u64::from(self.regs) << 8

@@ -1,7 +1,6 @@
 //! The only module with `unsafe`: thin wrappers over syscalls that nix does not cover. Each block
 //! carries a `// SAFETY:` note; everything above this module is safe Rust.
 #![allow(unsafe_code)]
-#![allow(dead_code)]
 
 pub mod bpf;
 pub mod mount;

@@ -1,6 +1,5 @@
 //! Device cgroup programming: find the container's device cgroup (v1 `devices` hierarchy or the
 //! v2 unified one) and allow the plan's device nodes in it.
-#![allow(dead_code)]
 
 pub mod program;
 mod v1;
