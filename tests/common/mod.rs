@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub mod container;
 pub fn nvbox() -> &'static str {
     env!("CARGO_BIN_EXE_nvbox")
 }

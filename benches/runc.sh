@@ -1,0 +1,96 @@
+#!/bin/bash
+# Container start latency with the real runc: plain runc against runc + nvbox's prestart hook.
+#
+#   sudo benches/runc.sh [NVBOX_BINARY] [ITERATIONS]
+#
+# NVBOX_BINARY defaults to target/release/nvbox (built with `cargo build --release` when
+# missing); ITERATIONS defaults to 50. Needs root, runc and busybox-static (tests/run.sh
+# installs them). Each iteration times `runc create` + `runc start` + waiting for the
+# container's `true` to exit + `runc delete`, once plain and once with the hook
+# (NVIDIA_VISIBLE_DEVICES=all, NVIDIA_DRIVER_CAPABILITIES=compute,utility) on a simulated
+# 8-GPU host. The two are interleaved, alternating which goes first, so drift on the machine
+# hits both alike. Prints mean and median in ms for each and the hook/plain ratio of medians.
+# Goal: ratio <= 1.05.
+set -eu
+cd "$(dirname "$0")/.."
+
+bin=${1:-target/release/nvbox}
+iterations=${2:-50}
+warmup=3
+if [ $# -lt 1 ] && [ ! -x "$bin" ]; then
+    cargo build --release --quiet
+fi
+[ -x "$bin" ] || { echo "runc.sh: $bin is not executable" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "runc.sh: needs root (runc, device nodes)" >&2; exit 1; }
+command -v runc >/dev/null || { echo "runc.sh: runc is not installed" >&2; exit 1; }
+[ -x /bin/busybox ] || { echo "runc.sh: /bin/busybox (busybox-static) is missing" >&2; exit 1; }
+bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+
+work=$(mktemp -d /tmp/nvbox-bench-runc.XXXXXX)
+state=$work/runc-state
+cleanup() {
+    for id in plain hook; do runc --root "$state" delete --force "bench-$$-$id" >/dev/null 2>&1 || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin" mock "$work/host" >"$work/host.toml"
+sh symlinks.sh --binary "$bin" "$work/bin" >/dev/null
+[ -x "$work/bin/nvidia-container-runtime-hook" ] || {
+    echo "runc.sh: $bin has no nvidia-container-runtime-hook applet" >&2
+    exit 1
+}
+
+# A busybox bundle whose process is `true`; the hook variant adds the prestart hook and the
+# variables a CUDA image sets.
+make_bundle() {
+    dir=$work/$1
+    mkdir -p "$dir/rootfs"
+    for d in bin sbin usr/bin usr/sbin etc proc sys dev tmp; do mkdir -p "$dir/rootfs/$d"; done
+    cp /bin/busybox "$dir/rootfs/bin/busybox"
+    chroot "$dir/rootfs" /bin/busybox --install -s
+    echo 12.0 >"$dir/rootfs/etc/debian_version"
+    runc spec --bundle "$dir"
+    sed -i -e 's/"terminal": true/"terminal": false/' -e 's/^\(\t*\)"sh"$/\1"true"/' "$dir/config.json"
+    if [ "$1" = hook ]; then
+        hook="\"hooks\": {\"prestart\": [{\"path\": \"$work/bin/nvidia-container-runtime-hook\",\
+ \"args\": [\"nvidia-container-runtime-hook\", \"prestart\"],\
+ \"env\": [\"NVIDIA_CTK_CONFIG_FILE_PATH=$work/host.toml\", \"PATH=/usr/sbin:/usr/bin:/sbin:/bin\"]}]},"
+        sed -i -e "s|^\t\"process\": {|\t$hook\n\t\"process\": {|" \
+            -e 's/"TERM=xterm"/"NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=compute,utility"/' \
+            "$dir/config.json"
+    fi
+}
+make_bundle plain
+make_bundle hook
+
+# One container start, in microseconds. runc hands the pipe to the container, so `cat` sees
+# end-of-file only once create, start and the container's process have all closed it.
+start_once() {
+    id=bench-$$-$1
+    t0=${EPOCHREALTIME/./}
+    { runc --root "$state" create --bundle "$work/$1" "$id" && runc --root "$state" start "$id"; } | cat >/dev/null
+    # The process may still be exiting when its pipe closes: --force waits for it.
+    runc --root "$state" delete --force "$id"
+    t1=${EPOCHREALTIME/./}
+    echo $((t1 - t0)) >>"$work/$1.times"
+}
+
+for i in $(seq 1 $((warmup + iterations))); do
+    if [ $((i % 2)) -eq 0 ]; then order="plain hook"; else order="hook plain"; fi
+    for v in $order; do start_once "$v"; done
+    if [ "$i" -eq "$warmup" ]; then rm -f "$work/plain.times" "$work/hook.times"; fi
+done
+
+# mean and median in ms of one variant's times
+stats() {
+    sort -n "$work/$1.times" | awk '{ t[NR] = $1; s += $1 } END {
+        m = (NR % 2) ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2
+        printf "%.3f %.3f\n", s / NR / 1000, m / 1000 }'
+}
+read -r plain_mean plain_median <<<"$(stats plain)"
+read -r hook_mean hook_median <<<"$(stats hook)"
+printf 'runc create+start+delete, %d iterations, 8 simulated GPUs\n' "$iterations"
+printf '  plain runc      mean %8s ms   median %8s ms\n' "$plain_mean" "$plain_median"
+printf '  runc + hook     mean %8s ms   median %8s ms\n' "$hook_mean" "$hook_median"
+awk -v h="$hook_median" -v p="$plain_median" 'BEGIN { printf "  ratio hook/plain (median) %.3f  (goal <= 1.05)\n", h / p }'

@@ -1,0 +1,128 @@
+//! A private dockerd for the e2e tests: its own data root, exec root and socket under a temp
+//! dir, no networking of its own, stopped (with the containerd it starts) on drop.
+
+use super::{DOCKER, DOCKERD, Host, applet_dir, text};
+use crate::common::TempDir;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A private dockerd (and the containerd it starts), stopped on drop, panics included.
+pub struct Dockerd {
+    dir: TempDir,
+    child: Child,
+    pub socket: String,
+}
+
+impl Dockerd {
+    /// PATH starts with the applet directory: dockerd registers `--gpus` only if it finds
+    /// nvidia-container-runtime-hook at startup, and hands its own environment to the hook.
+    pub fn start(host: &Host) -> Dockerd {
+        let dir = TempDir::new("dockerd");
+        let d = dir.path();
+        let socket = format!("unix://{}/docker.sock", d.display());
+        let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
+        let path = format!(
+            "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            applet_dir().display()
+        );
+        let child = Command::new(DOCKERD)
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .args(["--storage-driver=vfs", "-H", &socket])
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("pid"))
+            .env_clear()
+            .env("PATH", path)
+            .env("NVIDIA_CTK_CONFIG_FILE_PATH", &host.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let daemon = Dockerd { dir, child, socket };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if daemon.docker(&["version"]).status.success() {
+                return daemon;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not come up:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(DOCKER);
+        c.env("DOCKER_CONFIG", self.dir.path().join("client"));
+        c.args(["-H", &self.socket]);
+        c
+    }
+
+    pub fn docker(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// `tar -C rootfs -c . | docker import - NAME`.
+    pub fn import(&self, rootfs: &Path, name: &str) {
+        let mut tar = Command::new("tar")
+            .arg("-C")
+            .arg(rootfs)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = self
+            .command()
+            .args(["import", "-", name])
+            .stdin(tar.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        assert!(tar.wait().unwrap().success(), "tar of {}", rootfs.display());
+        assert!(out.status.success(), "docker import: {}", text(&out.stderr));
+    }
+
+    fn containerd_pid(&self) -> Option<i32> {
+        let f = self.dir.path().join("exec/containerd/containerd.pid");
+        std::fs::read_to_string(f).ok()?.trim().parse().ok()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let containerd = self.containerd_pid();
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // dockerd stops its containerd on a clean exit; after a forced one it would linger.
+        if let Some(c) = containerd {
+            let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
+            if comm.trim() == "containerd" {
+                let _ = kill(Pid::from_raw(c), Signal::SIGKILL);
+            }
+        }
+        // vfs layers of the data root are plain directories: TempDir removes them.
+    }
+}
