@@ -94,7 +94,9 @@ fn write_atomically(etc: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
         Mode::from_bits_truncate(0o644),
     )?;
     let mut file = std::fs::File::from(fd);
-    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    // No fsync: the rename alone makes the swap atomic for readers, and a container's rootfs
+    // does not outlive a host crash, so durability would only cost milliseconds per start.
+    let written = file.write_all(bytes);
     if let Err(e) = written {
         let _ = unlinkat(etc, TEMP, UnlinkatFlags::NoRemoveDir);
         return Err(e);

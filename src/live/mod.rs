@@ -86,6 +86,7 @@ pub fn apply(host: &Host, plan: &Plan, t: &Target) -> Result<()> {
             e.desc().to_lowercase()
         )
     })?;
+    crate::info!("prepared {} mount sources", prepared.len());
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     match fork_single_threaded().context("fork")? {
         Forked::Child => {
@@ -105,7 +106,9 @@ pub fn apply(host: &Host, plan: &Plan, t: &Target) -> Result<()> {
             drop(prepared);
             let mut msg = String::new();
             let _ = std::fs::File::from(rd).read_to_string(&mut msg);
-            match waitpid(child, None).context("wait")? {
+            let status = waitpid(child, None).context("wait")?;
+            crate::info!("container configured");
+            match status {
                 WaitStatus::Exited(_, 0) => {}
                 WaitStatus::Exited(..) if !msg.is_empty() => bail!("{msg}"),
                 other => bail!("mount error: child failed: {other:?}"),
@@ -120,6 +123,7 @@ pub fn apply(host: &Host, plan: &Plan, t: &Target) -> Result<()> {
             .collect();
         let cg = cgroup::find_device_cgroup(Path::new("/"), t.pid).context("cgroup error")?;
         cgroup::allow_devices(&cg, &rules).context("cgroup error")?;
+        crate::info!("allowed {} devices in {}", rules.len(), cg.path.display());
     }
     Ok(())
 }

@@ -142,8 +142,9 @@ impl Rootfs {
     }
 
     /// An empty regular file at `abs` to mount over (created with `mode` where missing), opened
-    /// `O_PATH`. An existing regular file is reused; anything else — a symlink, a directory, a
-    /// device planted by the image — is refused rather than followed or mounted over.
+    /// `O_PATH`. An existing non-directory is reused (a file the image ships, or our own earlier
+    /// mount when configure runs twice); a symlink is refused, never followed, and so is a
+    /// directory.
     pub fn placeholder(
         &self,
         abs: &str,
@@ -170,10 +171,14 @@ impl Rootfs {
             Err(Errno::EEXIST) => {
                 let fd = open_path(&dirfd, name)?;
                 let st = fstat(&fd).map_err(|e| errno(e, "fstat"))?;
-                if kind(&st) != SFlag::S_IFREG {
-                    return Err(io::Error::other(format!(
-                        "{abs}: exists and is not a regular file"
-                    )));
+                match kind(&st) {
+                    SFlag::S_IFLNK => {
+                        return Err(io::Error::other(format!("{abs}: is a symlink")));
+                    }
+                    SFlag::S_IFDIR => {
+                        return Err(io::Error::other(format!("{abs}: is a directory")));
+                    }
+                    _ => {}
                 }
                 Ok(fd)
             }
