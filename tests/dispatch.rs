@@ -10,7 +10,10 @@ use std::process::Command;
 fn list_prints_one_applet_per_line() {
     let out = Command::new(nvbox()).arg("--list").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(stdout(&out), "nvidia-container-cli\n");
+    assert_eq!(
+        stdout(&out),
+        "nvidia-container-cli\nnvidia-container-runtime-hook\nnvidia-container-toolkit\n"
+    );
 }
 
 #[test]
