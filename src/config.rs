@@ -275,6 +275,10 @@ pub struct NvboxConfig {
     pub proc_root: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sys_root: Option<PathBuf>,
+    /// How the container's ld.so.cache is updated: "builtin" (default: merged and written by
+    /// nvbox, nothing executed) or "ldconfig" (upstream: run `[nvidia-container-cli] ldconfig`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ldcache: Option<String>,
 }
 
 impl Config {
@@ -290,7 +294,6 @@ impl Config {
 
     /// Load from an explicit path; with `required`, a missing file is an
     /// error instead of the defaults. (The hook's `-config FILE` uses it.)
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn load_from(path: &Path, required: bool) -> Result<Config> {
         match read_config(path, required)? {
             Some(text) => Self::parse(&text, path),
@@ -328,7 +331,11 @@ impl Config {
             "nvidia-container-runtime.modes.legacy.cuda-compat-mode",
             &self.runtime.modes.legacy.cuda_compat_mode,
             CUDA_COMPAT_MODES,
-        )
+        )?;
+        if let Some(mode) = &self.nvbox.ldcache {
+            check_choice("nvbox.ldcache", mode, &["builtin", "ldconfig"])?;
+        }
+        Ok(())
     }
 }
 

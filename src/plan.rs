@@ -114,7 +114,8 @@ pub struct Plan {
     /// `(link, target)`: development links next to the mounted libraries.
     pub symlinks: Vec<(String, String)>,
     pub cache: Vec<CacheEntry>,
-    /// Extra directories for an ldconfig run (`ldconfig` compat mode).
+    /// The directories an ldconfig run is given: the library directories, then the image's
+    /// CUDA compat directory in `ldconfig` compat mode.
     pub cache_dirs: Vec<String>,
     pub cgroup: Vec<(u32, u32)>,
 }
@@ -125,6 +126,7 @@ pub fn build_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) ->
     let mut p = Plan {
         proc_files: vec!["params", "version", "registry"],
         app_profile: caps.contains(Caps::GRAPHICS),
+        cache_dirs: vec![layout.libs.clone(), layout.libs32.clone()],
         ..Plan::default()
     };
     let compute_libs = caps.contains(Caps::COMPUTE) || caps.contains(Caps::VIDEO);

@@ -71,6 +71,15 @@ impl Drop for Sandbox {
 }
 
 fn configure(cfg: &Path, sandbox: &Sandbox, extra_env: &[(&str, &str)]) -> std::process::Output {
+    configure_with(cfg, sandbox, extra_env, &[])
+}
+
+fn configure_with(
+    cfg: &Path,
+    sandbox: &Sandbox,
+    extra_env: &[(&str, &str)],
+    extra_args: &[&str],
+) -> std::process::Output {
     let mut c = command(nvbox());
     c.env("NVIDIA_CTK_CONFIG_FILE_PATH", cfg);
     for (k, v) in extra_env {
@@ -83,10 +92,9 @@ fn configure(cfg: &Path, sandbox: &Sandbox, extra_env: &[(&str, &str)]) -> std::
         "--device=all",
         "--compute",
         "--utility",
-        "--pid",
-        &sandbox.pid(),
-        sandbox.root.to_str().unwrap(),
     ])
+    .args(extra_args)
+    .args(["--pid", &sandbox.pid(), sandbox.root.to_str().unwrap()])
     .output()
     .unwrap()
 }
@@ -223,5 +231,45 @@ fn a_planted_symlink_target_fails_and_everything_is_undone() {
         "ls {r}/usr/bin; ls -A {r}/proc; test -e {r}/dev && echo dev-exists"
     ));
     assert_eq!(got, "nvidia-debugdump\n");
+    assert_nothing_outside(&f, &sb, &before);
+}
+
+#[test]
+fn ldconfig_mode_runs_the_hosts_ldconfig_from_a_sealed_copy() {
+    let Some(f) = fixture("live-ldconfig") else {
+        return;
+    };
+    let Some(ldconfig) = ["/sbin/ldconfig", "/usr/sbin/ldconfig"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        skip_or_fail("no ldconfig on this host");
+        return;
+    };
+    let mut cfg = std::fs::read_to_string(&f.cfg).unwrap();
+    cfg.push_str("ldcache = \"ldconfig\"\n");
+    std::fs::write(&f.cfg, cfg).unwrap();
+    let sb = Sandbox::new(
+        &f.dir.path().join("rootfs"),
+        "mkdir -p etc && touch etc/debian_version etc/ld.so.conf",
+    );
+    let before = sb.mounts();
+    // Without --ldconfig the image's own /sbin/ldconfig is meant; busybox has none, which
+    // upstream treats as "nothing to do".
+    let out = configure(&f.cfg, &sb, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = sb.root.display();
+    assert_eq!(
+        sb.sh(&format!("ls {r}/etc")),
+        "debian_version\nld.so.conf\n"
+    );
+    let host = format!("--ldconfig=@{ldconfig}");
+    let out = configure_with(&f.cfg, &sb, &[], &[&host]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // ldconfig made the soname link and the cache, from inside the rootfs.
+    let got = sb.sh(&format!(
+        "readlink {r}/usr/lib/x86_64-linux-gnu/libcuda.so.1; {ldconfig} -p -C {r}/etc/ld.so.cache | grep -c 'libcuda.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libcuda.so.1'"
+    ));
+    assert_eq!(got, "libcuda.so.535.104.05\n1\n");
     assert_nothing_outside(&f, &sb, &before);
 }

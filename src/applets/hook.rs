@@ -148,6 +148,7 @@ fn prestart(flags: &Flags) -> Result<()> {
         load_kmods: cfg.cli.load_kmods,
         no_pivot: cfg.cli.no_pivot,
         no_create_imex_channels: cfg.features.disable_imex_channel_creation == Some(true),
+        config: Some(cfg.clone()),
         ..Global::default()
     };
     let args = ConfigureArgs {

@@ -6,6 +6,7 @@
 pub mod cgroup;
 mod layout;
 mod ldcache;
+pub mod ldconfig;
 mod mount;
 mod procfs;
 mod rootfs;
@@ -61,7 +62,14 @@ struct Prepared<'a> {
 }
 
 /// Apply `plan` to the container.
-pub fn apply(host: &Host, plan: &Plan, t: &Target) -> Result<()> {
+/// `ldconfig`: run this program over the cache directories instead of writing the cache
+/// ourselves.
+pub fn apply(
+    host: &Host,
+    plan: &Plan,
+    t: &Target,
+    ldconfig: Option<&ldconfig::Program>,
+) -> Result<()> {
     let use_new = mount::new_api();
     let proc_files = read_proc_files(host, plan);
     let mut prepared = Vec::with_capacity(plan.binds.len());
@@ -91,7 +99,7 @@ pub fn apply(host: &Host, plan: &Plan, t: &Target) -> Result<()> {
     match fork_single_threaded().context("fork")? {
         Forked::Child => {
             drop(rd);
-            let result = enter_and_apply(&ns, t, plan, &proc_files, &prepared, use_new);
+            let result = enter_and_apply(&ns, t, plan, &proc_files, &prepared, use_new, ldconfig);
             let code = match result {
                 Ok(()) => 0,
                 Err(e) => {
@@ -220,6 +228,7 @@ fn enter_and_apply(
     proc_files: &[(&str, Vec<u8>)],
     prepared: &[Prepared],
     use_new: bool,
+    ldconfig: Option<&ldconfig::Program>,
 ) -> Result<()> {
     setns(ns.as_fd(), CloneFlags::CLONE_NEWNS)
         .map_err(|e| anyhow!("container error: setns: {}", e.desc().to_lowercase()))?;
@@ -235,7 +244,14 @@ fn enter_and_apply(
         use_new,
         &mut mounted,
         &mut created,
-    );
+    )
+    .and_then(|()| match ldconfig {
+        Some(program) => ldconfig::run(&root, program, &plan.cache_dirs),
+        None if plan.cache.is_empty() => Ok(()),
+        None => {
+            ldcache::update_cache(&root, &plan.cache).map_err(|e| anyhow!("ldcache error: {e}"))
+        }
+    });
     if result.is_err() {
         for m in mounted.iter().rev() {
             mount::detach(m);
@@ -282,9 +298,6 @@ fn apply_all(
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => bail!("mount error: symlink {link}: {}", e.desc().to_lowercase()),
         }
-    }
-    if !plan.cache.is_empty() {
-        ldcache::update_cache(root, &plan.cache).map_err(|e| anyhow!("ldcache error: {e}"))?;
     }
     Ok(())
 }

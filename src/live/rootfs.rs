@@ -4,7 +4,7 @@
 //! directories are created one component at a time from the fd of their resolved parent.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -45,6 +45,10 @@ impl Rootfs {
         )
         .map_err(|e| errno(e, "open"))?;
         Ok(Rootfs { fd })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// Resolve `abs` inside the root with `flags` (`O_CLOEXEC` added).

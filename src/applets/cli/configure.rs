@@ -211,7 +211,26 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         print!("{plan}");
         return Ok(());
     }
-    live::apply(&host, &plan, &target)
+    let ldconfig = match super::config(g)?.nvbox.ldcache.as_deref() {
+        Some("ldconfig") => Some(live::ldconfig::prepare(&ldconfig_path(a, &target))?),
+        _ => None,
+    };
+    live::apply(&host, &plan, &target, ldconfig.as_ref())
+}
+
+/// `--ldconfig`, else the image's `/sbin/ldconfig.real` if it has one (Ubuntu's `/sbin/ldconfig`
+/// is a wrapper script), else `/sbin/ldconfig`.
+fn ldconfig_path(a: &ConfigureArgs, t: &Target) -> String {
+    if let Some(p) = &a.ldconfig {
+        return p.clone();
+    }
+    let real = crate::discover::root::RootDir::open(&t.host_view())
+        .ok()
+        .and_then(|r| r.find("/sbin/ldconfig.real").ok().flatten());
+    match real {
+        Some(_) => "/sbin/ldconfig.real".to_owned(),
+        None => "/sbin/ldconfig".to_owned(),
+    }
 }
 
 fn device_facts(gpu: &crate::discover::gpus::Gpu) -> DeviceFacts {

@@ -31,6 +31,8 @@ pub struct Global {
     pub load_kmods: bool,
     pub no_pivot: bool,
     pub no_create_imex_channels: bool,
+    /// The config already loaded by the caller (the hook's `-config FILE`).
+    pub config: Option<Config>,
 }
 
 pub fn main(_name: &str, args: Vec<OsString>) -> ExitCode {
@@ -115,7 +117,7 @@ pub fn prepare_host(g: &Global) -> Result<Roots> {
 /// Roots from the flags, then config.toml (`[nvidia-container-cli] root`, `[nvbox] *-root`), so
 /// that the config `nvbox mock` prints is enough to point every applet at a simulated host.
 pub fn roots(g: &Global) -> Result<Roots> {
-    let (config, _) = Config::load().context("initialization error")?;
+    let config = config(g)?;
     let cfg_root = Some(PathBuf::from(&config.cli.root)).filter(|p| !p.as_os_str().is_empty());
     Ok(Roots::new(
         g.root.as_deref().or(cfg_root.as_deref()),
@@ -123,6 +125,14 @@ pub fn roots(g: &Global) -> Result<Roots> {
         g.proc_root.as_deref().or(config.nvbox.proc_root.as_deref()),
         g.sys_root.as_deref().or(config.nvbox.sys_root.as_deref()),
     ))
+}
+
+/// The config: the caller's, or loaded from the usual places.
+pub fn config(g: &Global) -> Result<Config> {
+    match &g.config {
+        Some(c) => Ok(c.clone()),
+        None => Ok(Config::load().context("initialization error")?.0),
+    }
 }
 
 /// Option-parse failures are "input error"s, as upstream prints them.
