@@ -152,7 +152,8 @@ fn defaults_match_upstream_table() {
         NvboxConfig {
             dev_root: None,
             proc_root: None,
-            sys_root: None
+            sys_root: None,
+            ldcache: None,
         }
     );
 }
@@ -347,6 +348,12 @@ fn enumerated_values_are_checked() {
         "{msg}"
     );
     assert!(msg.contains("ldconfig, mount, disabled, hook"), "{msg}");
+    let msg = parse_err("[nvbox]\nldcache = \"fast\"\n");
+    assert!(msg.contains("nvbox.ldcache"), "{msg}");
+    for mode in ["builtin", "ldconfig"] {
+        let c = parse(&format!("[nvbox]\nldcache = \"{mode}\"\n")).unwrap();
+        assert_eq!(c.nvbox.ldcache.as_deref(), Some(mode));
+    }
 
     for mode in MODES {
         assert_eq!(

@@ -72,9 +72,7 @@ pub fn run(root: &Rootfs, program: &Program, dirs: &[String]) -> Result<()> {
     match fork_single_threaded().map_err(|e| anyhow!("ldcache error: fork: {e}"))? {
         Forked::Child => {
             drop(rd);
-            let (step, errno) = match exec_confined(root, program, dirs, &devnull) {
-                Err(failure) => failure,
-            };
+            let Err((step, errno)) = exec_confined(root, program, dirs, &devnull);
             // An image without the ldconfig it names is skipped, as upstream does.
             let code = if step == "exec" && errno == nix::errno::Errno::ENOENT {
                 0
