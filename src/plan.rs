@@ -16,6 +16,15 @@ use crate::select::Selection;
 
 pub const PROC_NVIDIA: &str = "/proc/driver/nvidia";
 pub const APP_PROFILE_DIR: &str = "/etc/nvidia/nvidia-application-profiles-rc.d";
+pub const APP_PROFILE: &str = "10-container.conf";
+
+/// The driver's application-profile syntax (which takes hex numbers): one profile for every
+/// application.
+pub fn app_profile_text(mask: u64) -> String {
+    format!(
+        "{{\n    \"profiles\": [{{\"name\": \"_container_\", \"settings\": [\"EGLVisibleDGPUDevices\", {mask:#x}]}}],\n    \"rules\": [{{\"pattern\": [], \"profile\": \"_container_\"}}]\n}}\n"
+    )
+}
 const NVIDIA_MAJOR: u32 = 195;
 const CTL_MINOR: u32 = 255;
 
@@ -108,8 +117,10 @@ pub struct CacheEntry {
 pub struct Plan {
     /// Replace `/proc/driver/nvidia` with a tmpfs holding copies of these files.
     pub proc_files: Vec<&'static str>,
-    /// A tmpfs for the graphics application profile.
-    pub app_profile: bool,
+    /// Graphics: a tmpfs for the driver's application profiles holding one profile that makes
+    /// EGL see only the exposed GPUs; the value is its `EGLVisibleDGPUDevices` mask (bit N for
+    /// `/dev/nvidiaN`).
+    pub app_profile: Option<u64>,
     pub binds: Vec<Bind>,
     /// `(link, target)`: development links next to the mounted libraries.
     pub symlinks: Vec<(String, String)>,
@@ -125,7 +136,13 @@ pub fn build_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) ->
     let caps = o.caps;
     let mut p = Plan {
         proc_files: vec!["params", "version", "registry"],
-        app_profile: caps.contains(Caps::GRAPHICS),
+        app_profile: caps.contains(Caps::GRAPHICS).then(|| {
+            sel.gpus
+                .iter()
+                .map(|&i| host.gpus[i].minor)
+                .filter(|m| *m < 64)
+                .fold(0u64, |mask, m| mask | 1 << m)
+        }),
         cache_dirs: vec![layout.libs.clone(), layout.libs32.clone()],
         ..Plan::default()
     };
@@ -405,8 +422,11 @@ impl Plan {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         writeln!(f, "tmpfs {PROC_NVIDIA} ({})", self.proc_files.join(", "))?;
-        if self.app_profile {
-            writeln!(f, "tmpfs {APP_PROFILE_DIR}")?;
+        if let Some(mask) = self.app_profile {
+            writeln!(
+                f,
+                "tmpfs {APP_PROFILE_DIR} ({APP_PROFILE}: EGLVisibleDGPUDevices {mask:#x})"
+            )?;
         }
         for b in &self.binds {
             let (word, flags) = match b.kind {

@@ -142,9 +142,16 @@ fn benign_rootfs_gets_the_driver() {
         "mkdir -p etc && touch etc/debian_version",
     );
     let before = sb.mounts();
-    let out = configure(&f.cfg, &sb, &[]);
+    let out = configure_with(&f.cfg, &sb, &[], &["--graphics"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let r = sb.root.display();
+    let profile = sb.sh(&format!(
+        "cat {r}/etc/nvidia/nvidia-application-profiles-rc.d/10-container.conf"
+    ));
+    assert!(
+        profile.contains("\"EGLVisibleDGPUDevices\", 0x3]"),
+        "{profile}"
+    );
     let got = sb.sh(&format!(
         "stat -c '%F %t:%T' {r}/dev/nvidia1 {r}/dev/nvidiactl; readlink {r}/usr/lib/x86_64-linux-gnu/libcuda.so.1; grep ModifyDeviceFiles {r}/proc/driver/nvidia/params"
     ));

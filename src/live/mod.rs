@@ -27,7 +27,7 @@ pub use layout::probe_layout;
 use crate::discover::files::lower_io;
 use crate::discover::host::Host;
 use crate::discover::root::{RootDir, file_type};
-use crate::plan::{APP_PROFILE_DIR, Bind, Kind, Plan, Root};
+use crate::plan::{APP_PROFILE, APP_PROFILE_DIR, Bind, Kind, Plan, Root};
 use crate::sys::process::{Forked, fork_single_threaded};
 use mount::Source;
 use rootfs::{Created, Rootfs, kind};
@@ -280,9 +280,15 @@ fn apply_all(
     let m = procfs::mount_proc(root, proc_files, created)
         .map_err(|e| anyhow!("mount error: tmpfs on {}: {e}", crate::plan::PROC_NVIDIA))?;
     mounted.push(m);
-    if plan.app_profile {
-        let m = procfs::mount_tmpfs(root, APP_PROFILE_DIR, created)
-            .map_err(|e| anyhow!("mount error: tmpfs on {APP_PROFILE_DIR}: {e}"))?;
+    if let Some(mask) = plan.app_profile {
+        let text = crate::plan::app_profile_text(mask);
+        let m = procfs::mount_tmpfs(
+            root,
+            APP_PROFILE_DIR,
+            &[(APP_PROFILE, text.into_bytes())],
+            created,
+        )
+        .map_err(|e| anyhow!("mount error: tmpfs on {APP_PROFILE_DIR}: {e}"))?;
         mounted.push(m);
     }
     for p in prepared {

@@ -58,16 +58,7 @@ pub fn mount_proc(
     } else {
         tmpfs.try_clone()?
     };
-    for (name, data) in files {
-        let fd = nix::fcntl::openat(
-            &dir,
-            *name,
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o444),
-        )
-        .map_err(|e| errno_err(&format!("create {name}"), e))?;
-        std::fs::File::from(fd).write_all(data)?;
-    }
+    write_files(&dir, files, 0o444)?;
     sys::move_mount(tmpfs.as_fd(), target.as_fd())
         .map_err(|e| io::Error::other(format!("move_mount tmpfs: {}", lower(&e))))?;
     let where_ = if subdir { "/proc/driver" } else { PROC_NVIDIA };
@@ -75,15 +66,36 @@ pub fn mount_proc(
         .map_err(|e| errno_err("reopen tmpfs", e))
 }
 
-/// A bare tmpfs (the graphics application profile directory), mode 0555.
-pub fn mount_tmpfs(root: &Rootfs, abs: &str, created: &mut Vec<Created>) -> io::Result<OwnedFd> {
+/// A tmpfs (mode 0555) holding `files` (mode 0555, as upstream writes the profile).
+pub fn mount_tmpfs(
+    root: &Rootfs,
+    abs: &str,
+    files: &[(&str, Vec<u8>)],
+    created: &mut Vec<Created>,
+) -> io::Result<OwnedFd> {
     let target = root.mkdir_all(abs, created)?;
     let tmpfs = sys::tmpfs("0555", TMPFS_ATTRS)
         .map_err(|e| io::Error::other(format!("fsmount tmpfs: {}", lower(&e))))?;
+    write_files(&tmpfs, files, 0o555)?;
     sys::move_mount(tmpfs.as_fd(), target.as_fd())
         .map_err(|e| io::Error::other(format!("move_mount tmpfs: {}", lower(&e))))?;
     root.resolve(abs, OFlag::O_PATH | OFlag::O_DIRECTORY)
         .map_err(|e| errno_err("reopen tmpfs", e))
+}
+
+/// New files in a fresh tmpfs, before it is attached anywhere.
+fn write_files(dir: &OwnedFd, files: &[(&str, Vec<u8>)], mode: u32) -> io::Result<()> {
+    for (name, data) in files {
+        let fd = nix::fcntl::openat(
+            dir,
+            *name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(|e| errno_err(&format!("create {name}"), e))?;
+        std::fs::File::from(fd).write_all(data)?;
+    }
+    Ok(())
 }
 
 fn lower(e: &io::Error) -> String {
