@@ -63,6 +63,32 @@ for real in $(ldconfig -p | awk '/x86-64|aarch64/ {print $NF}' | xargs -r readli
     esac
     if grep -q "/$base\$" /tmp/nvbox-gpu-list.txt; then pass=$((pass + 1)); else echo "FAIL not listed: $real"; fail=$((fail + 1)); fi
 done
+echo "== configure: nvidia-smi -L inside a scratch rootfs (upstream's e2e recipe)"
+# A minimal rootfs with only nvidia-smi's non-NVIDIA dependencies; configure brings the driver.
+# Standalone mode: the caller (a shell in a private mount namespace) is the "container".
+if [ "$(id -u)" -eq 0 ]; then
+    work=$(mktemp -d /tmp/nvbox-gpu-rootfs.XXXXXX)
+    root=$work/rootfs
+    mkdir -p "$root/etc" "$root/proc" "$root/dev" "$root/sys" "$root/tmp" "$root/usr/bin"
+    [ -f /etc/debian_version ] && cp /etc/debian_version "$root/etc/"
+    for dep in $(ldd "$(command -v nvidia-smi)" | grep -v -e nvidia -e libcuda | grep -o '/[^ ]*'); do
+        mkdir -p "$root$(dirname "$dep")" && cp -L "$dep" "$root$dep"
+    done
+    want=$(nvidia-smi -L)
+    got=$(unshare --mount --propagation private sh -c '
+        set -e
+        mount --bind "$2" "$2"
+        mount -t proc proc "$2/proc"
+        mount -t tmpfs -o mode=0755 tmpfs "$2/dev"
+        NVIDIA_CTK_CONFIG_FILE_PATH=/nonexistent "$1" nvidia-container-cli configure \
+            --no-cgroups --device=all --utility --compute "$2"
+        chroot "$2" /usr/bin/nvidia-smi -L' sh "$bin" "$root" 2>&1)
+    same "nvidia-smi -L in a configured rootfs" "$want" "$got"
+    rm -rf "$work"
+else
+    echo "SKIP configure check: needs root"
+fi
+
 echo "== timing (median of 50)"
 python3 - "$bin" <<'PY' 2>/dev/null || true
 import subprocess, sys, time, statistics, os
