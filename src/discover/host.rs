@@ -52,16 +52,21 @@ pub struct Host {
     pub imex_missing: Vec<String>,
 }
 
-/// Read the host. Errors carry upstream's phase words ("initialization error", "detection error").
-pub fn read_host(roots: &Roots, q: &HostQuery) -> Result<Host> {
-    let driver = read_driver(roots).context("initialization error")?;
-    let root = RootDir::open(&roots.driver).map_err(|e| {
+/// The driver root, opened for confined lookups; failing is upstream's initialization error.
+pub fn open_driver_root(roots: &Roots) -> Result<RootDir> {
+    RootDir::open(&roots.driver).map_err(|e| {
         anyhow!(
             "initialization error: open failed: {}: {}",
             roots.driver.display(),
             files::lower_io(&e)
         )
-    })?;
+    })
+}
+
+/// Read the host. Errors carry upstream's phase words ("initialization error", "detection error").
+pub fn read_host(roots: &Roots, q: &HostQuery) -> Result<Host> {
+    let driver = read_driver(roots).context("initialization error")?;
+    let root = open_driver_root(roots)?;
     let gpus = if q.gpus {
         read_gpus(roots).context("detection error")?
     } else {

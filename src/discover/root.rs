@@ -61,13 +61,7 @@ impl RootDir {
     }
 
     fn open_in_root(&self, abs: &str, flags: OFlag) -> io::Result<Option<Found>> {
-        let rel = abs.trim_start_matches('/');
-        let rel = if rel.is_empty() { "." } else { rel };
-        let how = OpenHow::new()
-            .flags(flags | OFlag::O_CLOEXEC)
-            .mode(Mode::empty())
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let fd = match retry_again(|| openat2(&self.fd, rel, how)) {
+        let fd = match open_in_root(&self.fd, abs, flags) {
             Ok(fd) => fd,
             Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(None),
             Err(e) => return Err(io::Error::from(e)),
@@ -91,6 +85,22 @@ impl RootDir {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "path is not valid UTF-8"))?;
         Ok(format!("/{rel}"))
     }
+}
+
+/// `abs` resolved by the kernel inside the directory `root` (`openat2` with `RESOLVE_IN_ROOT |
+/// RESOLVE_NO_MAGICLINKS`, `O_CLOEXEC` added): symlinks and `..` can never leave it.
+pub fn open_in_root<Fd: std::os::fd::AsFd>(
+    root: Fd,
+    abs: &str,
+    flags: OFlag,
+) -> nix::Result<OwnedFd> {
+    let rel = abs.trim_start_matches('/');
+    let rel = if rel.is_empty() { "." } else { rel };
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .mode(Mode::empty())
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    retry_again(|| openat2(&root, rel, how))
 }
 
 /// The scoped openat2 lookups may fail with EAGAIN when a rename races them; a retry is the

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, mkdirat};
 
 pub struct Rootfs {
@@ -53,19 +53,7 @@ impl Rootfs {
 
     /// Resolve `abs` inside the root with `flags` (`O_CLOEXEC` added).
     pub fn resolve(&self, abs: &str, flags: OFlag) -> Result<OwnedFd, Errno> {
-        let rel = abs.trim_start_matches('/');
-        let rel = if rel.is_empty() { "." } else { rel };
-        let how = OpenHow::new()
-            .flags(flags | OFlag::O_CLOEXEC)
-            .mode(Mode::empty())
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let mut tries = 0;
-        loop {
-            match openat2(&self.fd, rel, how) {
-                Err(Errno::EAGAIN | Errno::EINTR) if tries < 128 => tries += 1,
-                r => return r,
-            }
-        }
+        crate::discover::root::open_in_root(&self.fd, abs, flags)
     }
 
     /// The directory `abs`, created (mode 0755) where missing. Each new component is made with

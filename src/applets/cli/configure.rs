@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use lexopt::prelude::*;
 
-use super::{Global, command_help, input_error, prepare_host, string};
+use super::{Global, append, command_help, input_error, prepare_host, string};
 use crate::discover::files::IpcOptions;
 use crate::discover::host::{HostQuery, read_host};
 use crate::live::{self, Target};
@@ -39,16 +39,6 @@ pub struct ConfigureArgs {
     pub no_cntlibs: bool,
     pub dry_run: bool,
     pub rootfs: PathBuf,
-}
-
-fn append(slot: &mut Option<String>, v: String) {
-    match slot {
-        Some(s) => {
-            s.push(',');
-            s.push_str(&v);
-        }
-        None => *slot = Some(v),
-    }
 }
 
 fn value(parser: &mut lexopt::Parser) -> Result<String> {

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow};
 use lexopt::prelude::*;
 
-use super::{Global, command_help, input_error, prepare_host, reject_positional, string};
+use super::{Global, append, command_help, input_error, prepare_host, reject_positional, string};
 use crate::discover::Roots;
 use crate::discover::devices::{Majors, find_node};
 use crate::discover::driver::read_driver;
@@ -33,17 +33,6 @@ struct ListArgs {
     no_persistenced: bool,
     no_fabricmanager: bool,
     no_gsp_firmware: bool,
-}
-
-/// Repeated list options accumulate, joined with `,`.
-fn append(slot: &mut Option<String>, v: String) {
-    match slot {
-        Some(s) => {
-            s.push(',');
-            s.push_str(&v);
-        }
-        None => *slot = Some(v),
-    }
 }
 
 fn parse_args(args: Vec<OsString>) -> Result<Option<ListArgs>> {
@@ -165,13 +154,7 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         list_mig_caps(&mut out, &roots, &majors, &gpus, &sel, "monitor")?;
     }
     if a.binaries || a.libraries || a.ipcs || a.firmwares {
-        let root = RootDir::open(&roots.driver).map_err(|e| {
-            anyhow!(
-                "initialization error: open failed: {}: {}",
-                roots.driver.display(),
-                files::lower_io(&e)
-            )
-        })?;
+        let root = crate::discover::host::open_driver_root(&roots)?;
         list_driver_files(&mut out, &root, &a, g, &driver.version).context("detection error")?;
     }
     std::io::stdout().lock().write_all(out.as_bytes())?;

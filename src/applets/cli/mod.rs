@@ -135,6 +135,17 @@ pub fn config(g: &Global) -> Result<Config> {
     }
 }
 
+/// Repeated list options accumulate, joined with `,`.
+pub fn append(slot: &mut Option<String>, v: String) {
+    match slot {
+        Some(s) => {
+            s.push(',');
+            s.push_str(&v);
+        }
+        None => *slot = Some(v),
+    }
+}
+
 /// Option-parse failures are "input error"s, as upstream prints them.
 pub fn input_error(e: lexopt::Error) -> anyhow::Error {
     anyhow!("input error: {e}")
