@@ -18,6 +18,7 @@ mod report;
 mod request;
 mod require;
 mod select;
+mod spec;
 mod sys;
 mod version;
 
@@ -29,9 +30,12 @@ type AppletMain = fn(&str, Vec<OsString>) -> ExitCode;
 
 /// Installable applets: `nvbox --list` prints these and `symlinks.sh` links each one.
 const APPLETS: &[(&str, AppletMain)] = &[
+    ("nvidia-cdi-hook", applets::cdi_hook::main),
     ("nvidia-container-cli", applets::cli::main),
+    ("nvidia-container-runtime", applets::runtime::main),
     ("nvidia-container-runtime-hook", applets::hook::main),
     ("nvidia-container-toolkit", applets::hook::main),
+    ("nvidia-docker", applets::docker::main),
 ];
 
 /// Commands reachable only as `nvbox COMMAND`: they are tools for the operator, not names an engine

@@ -1,4 +1,7 @@
 //! One module per role; each exposes `main(name, args) -> ExitCode` for the dispatch table.
 
+pub mod cdi_hook;
 pub mod cli;
+pub mod docker;
 pub mod hook;
+pub mod runtime;

@@ -5,11 +5,11 @@
 
 pub mod cgroup;
 mod layout;
-mod ldcache;
+pub mod ldcache;
 pub mod ldconfig;
 mod mount;
 mod procfs;
-mod rootfs;
+pub mod rootfs;
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};

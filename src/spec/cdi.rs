@@ -1,0 +1,1 @@
+//! CDI specs (stub, being written).

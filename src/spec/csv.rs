@@ -1,0 +1,1 @@
+//! Tegra CSV mount specs (stub, being written).
