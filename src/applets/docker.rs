@@ -381,7 +381,7 @@ mod tests {
 
     #[test]
     fn trace_quotes_like_set_x() {
-        let words = vec![
+        let words = [
             OsString::from("docker"),
             "run".into(),
             "sh".into(),
