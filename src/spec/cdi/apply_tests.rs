@@ -5,6 +5,9 @@ use serde_json::{Value, json};
 
 use super::*;
 
+/// A regular file every checkout has.
+const CARGO_TOML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+
 const EMBEDDED_RUNC_SPEC: &str = include_str!("testdata/runc-spec-config.json");
 
 /// config.json as `runc spec` writes it, from the installed runc when there is one.
@@ -197,8 +200,12 @@ fn device_node_errors() {
             "failed to stat CDI host device \"/nonexistent/nvbox-dev\": ",
         ),
         (
-            node("/etc/hostname"),
-            "failed to stat CDI host device \"/etc/hostname\": not a device node",
+            node(CARGO_TOML),
+            concat!(
+                "failed to stat CDI host device \"",
+                env!("CARGO_MANIFEST_DIR"),
+                "/Cargo.toml\": not a device node"
+            ),
         ),
         (
             DeviceNode {
