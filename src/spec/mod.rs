@@ -4,3 +4,4 @@
 
 pub mod cdi;
 pub mod csv;
+pub mod oci;
