@@ -3,7 +3,6 @@
 //! container gets from the host. Turned into CDI `ContainerEdits` the way upstream's csv
 //! discoverer does: devices as nodes, dirs and libs as read-only bind mounts of the resolved
 //! file, syms as mounts of their target plus a `create-symlinks` hook recreating the chain.
-#![allow(dead_code)]
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -15,6 +14,7 @@ use super::cdi::{ContainerEdits, DeviceNode, Hook, Mount};
 
 /// Files read unless `NVIDIA_REQUIRE_JETPACK=csv-mounts=all` asks for every `*.csv`.
 pub const DEFAULT_CSV_FILES: [&str; 3] = ["devices.csv", "drivers.csv", "l4t.csv"];
+#[allow(dead_code)] // the config default names the same directory
 pub const DEFAULT_MOUNT_SPEC_PATH: &str =
     "/etc/nvidia-container-runtime/host-files-for-container.d";
 const MOUNT_OPTIONS: [&str; 5] = ["ro", "nosuid", "nodev", "rbind", "rprivate"];
