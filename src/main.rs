@@ -35,6 +35,7 @@ const APPLETS: &[(&str, AppletMain)] = &[
     ("nvidia-container-runtime", applets::runtime::main),
     ("nvidia-container-runtime-hook", applets::hook::main),
     ("nvidia-container-toolkit", applets::hook::main),
+    ("nvidia-ctk", applets::ctk::main),
     ("nvidia-docker", applets::docker::main),
 ];
 

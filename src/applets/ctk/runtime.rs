@@ -1,0 +1,11 @@
+//! `nvidia-ctk runtime` (stub, being written).
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+use super::Global;
+
+pub fn run(_g: &Global, _args: Vec<OsString>) -> Result<ExitCode> {
+    bail!("runtime: not implemented yet")
+}
