@@ -142,15 +142,9 @@ fn plan_containerd(g: &Global, o: &Options) -> Result<Vec<Change>> {
     let source = load_source(o, &top).map_err(|e| load_error(o, e))?;
     let version = containerd::version_of(&source).map_err(|e| load_error(o, e))?;
     let drop_in = match (&o.drop_in, version) {
-        (Some(d), 1) => {
-            info(
-                g,
-                &format!(
-                    "Config version 1 has no drop-in support; editing {}",
-                    o.config.display()
-                ),
-            );
-            let _ = d;
+        (Some(_), 1) => {
+            let msg = "Config version 1 has no drop-in support; editing";
+            info(g, &format!("{msg} {}", o.config.display()));
             None
         }
         (d, _) => d.clone(),
