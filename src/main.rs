@@ -9,6 +9,7 @@
 mod applets;
 mod config;
 mod discover;
+mod engines;
 mod kmods;
 mod live;
 mod log;
