@@ -35,13 +35,19 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+fn log_tail(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
 fn wait_until(what: &str, log: &Path, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !ready() {
         assert!(
             Instant::now() < deadline,
             "{what} did not come up:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
+            log_tail(log)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -90,8 +96,9 @@ impl ShimDockerd {
         daemon
     }
 
+    /// The end of dockerd's log, for failure messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+        log_tail(&self.dir.path().join("dockerd.log"))
     }
 
     pub fn command(&self) -> Command {
@@ -198,8 +205,9 @@ impl Containerd {
         c
     }
 
+    /// The end of containerd's log, for failure messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+        log_tail(&self.dir.path().join("containerd.log"))
     }
 
     /// `ctr run --rm --rootfs` of a busybox rootfs with the shim as the runc binary; the
