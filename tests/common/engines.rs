@@ -382,6 +382,27 @@ pub fn prestart_hooks(config: &[u8]) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// `c MAJ:MIN` of every `rwm` allow rule in a config.json's `linux.resources.devices` whose
+/// node is also in `linux.devices`: what runc itself puts in the device cgroup.
+pub fn spec_device_rules(config: &[u8]) -> BTreeSet<String> {
+    let spec: Value = serde_json::from_slice(config).unwrap();
+    let nodes: BTreeSet<(i64, i64)> = spec["linux"]["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| Some((d["major"].as_i64()?, d["minor"].as_i64()?)))
+        .collect();
+    spec["linux"]["resources"]["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["allow"] == json!(true) && r["access"] == json!("rwm"))
+        .filter_map(|r| Some((r["major"].as_i64()?, r["minor"].as_i64()?)))
+        .filter(|n| nodes.contains(n))
+        .map(|(ma, mi)| format!("c {ma}:{mi}"))
+        .collect()
+}
+
 /// `text(stdout)` of a command that must succeed.
 pub fn ok_stdout(what: &str, out: &Output) -> String {
     assert!(
