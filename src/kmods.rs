@@ -141,6 +141,20 @@ fn modprobe(roots: &Roots, name: &str) {
     }
 }
 
+/// Make `path` the character device `major:minor` with the driver's mode and owner (from
+/// `params`), as nvidia-modprobe would; errors if it is not that node afterwards.
+pub fn ensure_node(roots: &Roots, path: &Path, major: u32, minor: u32) -> std::io::Result<()> {
+    create_node(path, major, minor, &NodeAttrs::read(roots));
+    let st = stat(path).map_err(std::io::Error::from)?;
+    let rdev = makedev(u64::from(major), u64::from(minor));
+    if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFCHR
+        || st.st_rdev != rdev
+    {
+        return Err(std::io::Error::other("not the expected character device"));
+    }
+    Ok(())
+}
+
 /// Keep a node of the right type and number; replace anything else; then set mode and owner.
 fn create_node(path: &Path, major: u32, minor: u32, attrs: &NodeAttrs) {
     let rdev = makedev(u64::from(major), u64::from(minor));

@@ -30,7 +30,7 @@ pub fn write(level: char, file: &str, line: u32, msg: std::fmt::Arguments) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let (month, day, hh, mm, ss) = utc_fields(now.as_secs());
+    let (_, month, day, hh, mm, ss) = utc_fields(now.as_secs());
     let base = file.rsplit('/').next().unwrap_or(file);
     let text = format!(
         "{level}{month:02}{day:02} {hh:02}:{mm:02}:{ss:02}.{:06} {} {base}:{line}] {msg}\n",
@@ -40,8 +40,9 @@ pub fn write(level: char, file: &str, line: u32, msg: std::fmt::Arguments) {
     let _ = out.write_all(text.as_bytes());
 }
 
-/// Month, day, hour, minute, second of a Unix time, in UTC (civil-from-days, proleptic Gregorian).
-fn utc_fields(secs: u64) -> (u32, u32, u32, u32, u32) {
+/// Year, month, day, hour, minute, second of a Unix time, in UTC (civil-from-days, proleptic
+/// Gregorian).
+pub fn utc_fields(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     let days = (secs / 86400) as i64;
     let rem = secs % 86400;
     let z = days + 719_468;
@@ -52,7 +53,9 @@ fn utc_fields(secs: u64) -> (u32, u32, u32, u32, u32) {
     let mp = (5 * doy + 2) / 153;
     let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
     (
+        year,
         month,
         day,
         (rem / 3600) as u32,
@@ -86,9 +89,9 @@ mod tests {
     #[test]
     fn civil_time() {
         // 2026-11-28 09:52:20 UTC
-        assert_eq!(utc_fields(1_795_859_540), (11, 28, 9, 52, 20));
-        assert_eq!(utc_fields(0), (1, 1, 0, 0, 0));
+        assert_eq!(utc_fields(1_795_859_540), (2026, 11, 28, 9, 52, 20));
+        assert_eq!(utc_fields(0), (1970, 1, 1, 0, 0, 0));
         // 2024-02-29 23:59:59 UTC, a leap day
-        assert_eq!(utc_fields(1_709_251_199), (2, 29, 23, 59, 59));
+        assert_eq!(utc_fields(1_709_251_199), (2024, 2, 29, 23, 59, 59));
     }
 }

@@ -9,6 +9,7 @@
 mod applets;
 mod config;
 mod discover;
+mod engines;
 mod kmods;
 mod live;
 mod log;
@@ -35,6 +36,7 @@ const APPLETS: &[(&str, AppletMain)] = &[
     ("nvidia-container-runtime", applets::runtime::main),
     ("nvidia-container-runtime-hook", applets::hook::main),
     ("nvidia-container-toolkit", applets::hook::main),
+    ("nvidia-ctk", applets::ctk::main),
     ("nvidia-docker", applets::docker::main),
 ];
 

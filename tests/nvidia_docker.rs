@@ -131,6 +131,12 @@ impl Daemon {
             "runtimes": {"nvidia": {"path": runtime, "runtimeArgs": []}},
         });
         std::fs::write(d.join("daemon.json"), config.to_string()).unwrap();
+        // nvidia-docker is the legacy stack's wrapper: its users get the legacy hook, whose
+        // container contents the shared expectations describe (jit-cdi has its own tests).
+        let shim_config = d.join("config.toml");
+        let mut text = std::fs::read_to_string(&host.config).unwrap();
+        text.push_str("\n[nvidia-container-runtime]\nmode = \"legacy\"\n");
+        std::fs::write(&shim_config, text).unwrap();
         let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
         // The applet links on PATH: the shim looks up its hook there.
         let path = format!("{}:{PATH}", applet_dir().display());
@@ -147,7 +153,7 @@ impl Daemon {
             .arg(d.join("pid"))
             .env_clear()
             .env("PATH", path)
-            .env("NVIDIA_CTK_CONFIG_FILE_PATH", &host.config)
+            .env("NVIDIA_CTK_CONFIG_FILE_PATH", &shim_config)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -64,3 +64,15 @@ say "cargo test"
 cargo test --quiet
 say "static binary"
 sh tests/static.sh
+say "README's demo (./demo.sh)"
+if [ "$(id -u)" -eq 0 ]; then
+    ./demo.sh >target/demo.log 2>&1 || { cat target/demo.log; exit 1; }
+    grep -q '195,   3 .* /dev/nvidia3$' target/demo.log &&
+        grep -q 'libcuda.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libcuda.so.1' target/demo.log ||
+        { cat target/demo.log; echo "demo.sh: the container did not get GPU 3 and libcuda" >&2; exit 1; }
+    echo "ok   demo: GPU 3, libcuda and its cache entry inside a runc container"
+elif [ "${CI:-}" = true ]; then
+    echo "demo.sh needs root" >&2; exit 1
+else
+    echo "SKIP demo.sh: needs root"
+fi

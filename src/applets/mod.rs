@@ -2,6 +2,7 @@
 
 pub mod cdi_hook;
 pub mod cli;
+pub mod ctk;
 pub mod docker;
 pub mod hook;
 pub mod runtime;

@@ -1,6 +1,6 @@
 //! The spec backend: OCI config.json edits and CDI specs (reference nvidia-container-toolkit.md
 //! §2, §7). Unknown fields are preserved: specs are handled as `serde_json::Value`.
-#![allow(dead_code)]
 
 pub mod cdi;
 pub mod csv;
+pub mod oci;

@@ -1,0 +1,280 @@
+//! The spec-editing modes. jit-cdi turns the same plan the live backend applies into CDI
+//! container edits and puts them in config.json: runc then creates the device nodes, mounts the
+//! files and owns the cgroup rules, so GPU access survives anything that re-applies the cgroup
+//! (systemd daemon-reload, `runc update`). cdi resolves CDI names from the spec directories;
+//! csv reads Tegra mount specs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use serde_json::{Value, json};
+
+use crate::applets::cli::{self, Global};
+use crate::config::Config;
+use crate::discover::files::IpcOptions;
+use crate::discover::host::{HostQuery, read_host};
+use crate::plan::{self, Bind, CompatMode, Kind, Options, Plan, Root};
+use crate::request::{Caps, Devices, Request};
+use crate::select::select_devices;
+use crate::spec::cdi::{self, ContainerEdits, DeviceNode, Hook, Mount};
+use crate::spec::oci;
+
+const FILE_OPTS: &[&str] = &["ro", "nosuid", "nodev", "rbind", "rprivate"];
+const IPC_OPTS: &[&str] = &["nosuid", "nodev", "noexec", "rbind", "rprivate"];
+const DIR_OPTS: &[&str] = &["nosuid", "noexec", "rbind", "rprivate"];
+
+/// jit-cdi: discover, plan, and write the plan into the spec.
+pub fn inject_jit(
+    spec: &mut Value,
+    cfg: &Config,
+    cfg_path: Option<&Path>,
+    req: &Request,
+    rootfs: &Path,
+) -> Result<()> {
+    let g = Global {
+        config: Some(cfg.clone()),
+        ..Global::default()
+    };
+    let roots = cli::roots(&g)?;
+    let needs_gpus = !matches!(req.devices, Devices::DriverOnly);
+    let query = HostQuery {
+        ldcache: Some(cfg.cli.ldcache.clone()).filter(|l| !l.is_empty()),
+        gpus: needs_gpus,
+        path_env: std::env::var("PATH").ok(),
+        mps_dir: std::env::var("CUDA_MPS_PIPE_DIRECTORY").ok(),
+        imex_channels: req.imex_channels.clone(),
+        ipc: IpcOptions::default(),
+        ..HostQuery::default()
+    };
+    let host = read_host(&roots, &query)?;
+    let spec_ids = req.device_spec().unwrap_or_default();
+    let sel = select_devices(&host.gpus, &spec_ids).context("device error")?;
+    let layout = crate::live::probe_layout(rootfs, false)?;
+    // Like upstream's jit-cdi, every driver library is offered whatever NVIDIA_DRIVER_CAPABILITIES
+    // says (32-bit ones excepted): the image decides what it loads.
+    let opts = Options {
+        caps: Caps::COMPUTE
+            .union(Caps::DISPLAY)
+            .union(Caps::GRAPHICS)
+            .union(Caps::NGX)
+            .union(Caps::UTILITY)
+            .union(Caps::VIDEO),
+        compat_mode: CompatMode::Disabled,
+        ..Options::default()
+    };
+    let plan = plan::build_plan(&host, &sel, &opts, &layout)?;
+    let hook = HookCommand::new(cfg_path)?;
+    let compute = req.caps.contains(Caps::COMPUTE) || req.caps.contains(Caps::VIDEO);
+    let compat = (compute && compat_mode(cfg) != CompatMode::Disabled)
+        .then_some(host.driver.version.as_str());
+    let mut edits = edits_from_plan(&plan, &host.roots, &hook, compat);
+    edits.env.push("NVIDIA_VISIBLE_DEVICES=void".to_owned());
+    cdi::apply_edits(spec, &edits)?;
+    allow_extra_rules(spec, &plan, &edits)
+}
+
+/// cdi: resolve the requested names (unqualified ones get the default kind) from the spec
+/// directories and apply them.
+pub fn inject_cdi(spec: &mut Value, cfg: &Config, req: &Request) -> Result<()> {
+    let kind = &cfg.runtime.modes.cdi.default_kind;
+    let names: Vec<String> = match &req.devices {
+        Devices::Unrequested => return Ok(()),
+        Devices::DriverOnly => vec![format!("{kind}=none")],
+        Devices::All => vec![format!("{kind}=all")],
+        Devices::Ids(ids) => {
+            let mut names: Vec<String> = Vec::new();
+            for id in ids {
+                let name = if super::is_cdi_name(id) {
+                    id.clone()
+                } else {
+                    format!("{kind}={id}")
+                };
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            names
+        }
+    };
+    let dirs: Vec<PathBuf> = cfg
+        .runtime
+        .modes
+        .cdi
+        .spec_dirs
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    let registry = cdi::load_registry(&dirs)?;
+    let edits = registry
+        .resolve(&names)
+        .map_err(|e| anyhow!("failed to inject CDI devices: {e:#}"))?;
+    for e in &edits {
+        cdi::apply_edits(spec, e)?;
+    }
+    Ok(())
+}
+
+/// csv (Tegra): the mount spec files turned into edits; `all_files` is
+/// `NVIDIA_REQUIRE_JETPACK=csv-mounts=all` (every CSV file, not only the base three).
+pub fn inject_csv(spec: &mut Value, cfg: &Config, all_files: bool) -> Result<()> {
+    use crate::spec::csv;
+    let files = csv::list_csv_files(Path::new(&cfg.runtime.modes.csv.mount_spec_path), all_files);
+    let (specs, mut warnings) = csv::load_mount_specs(&files);
+    let root = if cfg.cli.root.is_empty() {
+        "/"
+    } else {
+        cfg.cli.root.as_str()
+    };
+    let exe = std::env::current_exe().context("locate the nvbox binary")?;
+    let (mut edits, more) =
+        csv::edits_from_mount_specs(&specs, Path::new(root), &exe.display().to_string());
+    warnings.extend(more);
+    for w in &warnings {
+        crate::warn!("{w}");
+    }
+    for h in &mut edits.hooks {
+        // Called by path, the binary picks its role from argv[0].
+        if let Some(first) = h.args.first_mut() {
+            *first = "nvidia-cdi-hook".to_owned();
+        }
+    }
+    cdi::apply_edits(spec, &edits)
+}
+
+fn compat_mode(cfg: &Config) -> CompatMode {
+    match cfg.runtime.modes.legacy.cuda_compat_mode.as_str() {
+        "disabled" => CompatMode::Disabled,
+        _ if cfg.features.disable_cuda_compat_lib_hook == Some(true) => CompatMode::Disabled,
+        _ => CompatMode::Ldconfig,
+    }
+}
+
+/// How the injected createContainer hooks call us: this very binary, as `nvidia-cdi-hook`,
+/// with an explicit environment (the engine's is not passed to hooks reliably) that carries
+/// the config file the runtime used.
+struct HookCommand {
+    path: String,
+    env: Vec<String>,
+}
+
+impl HookCommand {
+    fn new(cfg_path: Option<&Path>) -> Result<HookCommand> {
+        let exe = std::env::current_exe().context("locate the nvbox binary")?;
+        let mut env = vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_owned()];
+        if let Some(p) = cfg_path {
+            env.push(format!("NVIDIA_CTK_CONFIG_FILE_PATH={}", p.display()));
+        }
+        Ok(HookCommand {
+            path: exe.display().to_string(),
+            env,
+        })
+    }
+
+    fn make(&self, name: &str, args: &[String]) -> Hook {
+        let mut all = vec!["nvidia-cdi-hook".to_owned(), name.to_owned()];
+        all.extend_from_slice(args);
+        Hook {
+            hook_name: "createContainer".to_owned(),
+            path: self.path.clone(),
+            args: all,
+            env: self.env.clone(),
+            timeout: None,
+        }
+    }
+}
+
+/// The plan as CDI edits. procfs entries cannot be mounted into `/proc` by runc, so they are
+/// left to the `disable-device-node-modification` hook, as upstream's CDI specs do; symlinks and
+/// the loader cache become hooks; with `compat` (the driver version) the image's CUDA compat
+/// libraries are enabled before the cache is built.
+fn edits_from_plan(
+    plan: &Plan,
+    roots: &crate::discover::Roots,
+    hook: &HookCommand,
+    compat: Option<&str>,
+) -> ContainerEdits {
+    let mut e = ContainerEdits::default();
+    for b in &plan.binds {
+        match (b.root, b.kind) {
+            (Root::Dev, Kind::Device { major, minor }) => {
+                e.device_nodes.push(device_node(b, roots, major, minor))
+            }
+            (Root::Driver, Kind::File) => e.mounts.push(mount(b, &roots.driver, FILE_OPTS)),
+            (Root::Driver, Kind::Ipc) => e.mounts.push(mount(b, &roots.driver, IPC_OPTS)),
+            (Root::Dev, Kind::DeviceDir) => e.mounts.push(mount(b, &roots.dev, DIR_OPTS)),
+            _ => {}
+        }
+    }
+    if !plan.symlinks.is_empty() {
+        let links: Vec<String> = plan
+            .symlinks
+            .iter()
+            .map(|(link, target)| format!("--link={target}::{link}"))
+            .collect();
+        e.hooks.push(hook.make("create-symlinks", &links));
+    }
+    e.hooks
+        .push(hook.make("disable-device-node-modification", &[]));
+    if let Some(version) = compat {
+        e.hooks.push(hook.make(
+            "enable-cuda-compat",
+            &[format!("--host-driver-version={version}")],
+        ));
+    }
+    let mut folders: Vec<String> = Vec::new();
+    for c in &plan.cache {
+        if !folders.contains(&c.dir) {
+            folders.push(c.dir.clone());
+        }
+    }
+    if !folders.is_empty() {
+        let args: Vec<String> = folders.iter().map(|f| format!("--folder={f}")).collect();
+        e.hooks.push(hook.make("update-ldcache", &args));
+    }
+    e
+}
+
+fn device_node(b: &Bind, roots: &crate::discover::Roots, major: u32, minor: u32) -> DeviceNode {
+    let host = crate::discover::under(&roots.dev, &b.source);
+    DeviceNode {
+        path: b.target.clone(),
+        host_path: Some(host.display().to_string()).filter(|h| *h != b.target),
+        r#type: Some("c".to_owned()),
+        major: Some(i64::from(major)),
+        minor: Some(i64::from(minor)),
+        ..DeviceNode::default()
+    }
+}
+
+fn mount(b: &Bind, root: &Path, opts: &[&str]) -> Mount {
+    Mount {
+        host_path: crate::discover::under(root, &b.source)
+            .display()
+            .to_string(),
+        container_path: b.target.clone(),
+        r#type: Some("bind".to_owned()),
+        options: opts.iter().map(|o| (*o).to_owned()).collect(),
+    }
+}
+
+/// Cgroup rules with no device node of their own (mig-config's whole cap directory) go
+/// straight into `linux.resources.devices`.
+fn allow_extra_rules(spec: &mut Value, plan: &Plan, edits: &ContainerEdits) -> Result<()> {
+    let covered = |major: u32, minor: u32| {
+        edits
+            .device_nodes
+            .iter()
+            .any(|d| d.major == Some(i64::from(major)) && d.minor == Some(i64::from(minor)))
+    };
+    let extra: Vec<Value> = plan
+        .cgroup
+        .iter()
+        .filter(|(ma, mi)| !covered(*ma, *mi))
+        .map(|(ma, mi)| json!({"allow": true, "type": "c", "major": ma, "minor": mi, "access": "rwm"}))
+        .collect();
+    if extra.is_empty() {
+        return Ok(());
+    }
+    oci::array_at_path(spec, &["linux", "resources", "devices"])?.extend(extra);
+    Ok(())
+}

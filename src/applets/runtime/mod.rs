@@ -1,0 +1,217 @@
+//! `nvidia-container-runtime`: the runc shim (reference nvidia-container-toolkit.md §2). On
+//! anything but `create` it execs the low-level runtime at once, argv untouched, without reading
+//! the bundle. On `create` it edits `<bundle>/config.json` for the configured mode, then execs.
+//! An error before the exec is one line on stderr (and in the engine's `--log` file), exit 1,
+//! and runc never runs.
+
+mod args;
+mod jit;
+mod log;
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow, bail};
+
+use crate::config::Config;
+use crate::request::{Devices, read_container, request_from_container};
+use crate::spec::oci::{self, SpecFile};
+use crate::version;
+
+pub const NAME: &str = "nvidia-container-runtime";
+
+/// Directories searched after `$PATH` for the runtime and the hook (upstream's list).
+const DEFAULT_DIRS: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+pub fn main(_name: &str, args: Vec<OsString>) -> ExitCode {
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let scan = match args::scan(&args) {
+        Ok(s) => s,
+        Err(e) => return fail(&args::Scan::default(), e),
+    };
+    if scan.version {
+        println!("NVIDIA Container Runtime version {}", version::VERSION);
+        println!("commit: {}", version::COMMIT);
+        println!("spec: {}", OCI_VERSION);
+        println!();
+    }
+    match run(&scan, &args) {
+        // run only returns on failure: success is an exec.
+        Ok(never) => match never {},
+        Err(e) => fail(&scan, e),
+    }
+}
+
+/// The OCI runtime-spec version our edits follow.
+const OCI_VERSION: &str = "1.2.0";
+
+fn fail(scan: &args::Scan, e: anyhow::Error) -> ExitCode {
+    let msg = format!("{e:#}");
+    log::error(scan, &msg);
+    eprintln!("{NAME}: {msg}");
+    ExitCode::FAILURE
+}
+
+fn run(scan: &args::Scan, args: &[String]) -> Result<std::convert::Infallible> {
+    let (cfg, cfg_path) = Config::load()?;
+    let runtime = find_runtime(&cfg.runtime.runtimes)?;
+    if scan.create {
+        modify_bundle(scan, &cfg, cfg_path.as_deref())?;
+    }
+    let err = std::process::Command::new(&runtime)
+        .arg0(&runtime)
+        .args(args)
+        .exec();
+    Err(anyhow!("exec {}: {err}", runtime.display()))
+}
+
+/// The low-level runtime: the first candidate that is an executable regular file, a name being
+/// looked up in `$PATH` and then the default directories (§2.3).
+fn find_runtime(candidates: &[String]) -> Result<PathBuf> {
+    if candidates.is_empty() {
+        bail!("at least one runtime candidate must be specified");
+    }
+    candidates
+        .iter()
+        .find_map(|c| find_executable(c))
+        .ok_or_else(|| anyhow!("no runtime binary found from candidate list: {candidates:?}"))
+}
+
+pub fn find_executable(name: &str) -> Option<PathBuf> {
+    let is_exec = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return is_exec(&p).then_some(p);
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    let mut dirs: Vec<&str> = path.split(':').filter(|d| !d.is_empty()).collect();
+    for d in DEFAULT_DIRS {
+        if !dirs.contains(d) {
+            dirs.push(d);
+        }
+    }
+    dirs.into_iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| is_exec(p))
+}
+
+/// The mode in effect for this container: `auto` is cdi when every requested device is a
+/// fully-qualified CDI name, csv on Tegra, else jit-cdi (upstream 1.18+).
+fn resolve_mode(cfg: &Config, devices: &Devices) -> Result<&'static str> {
+    Ok(match cfg.runtime.mode.as_str() {
+        "legacy" => "legacy",
+        "cdi" => "cdi",
+        "jit-cdi" => "jit-cdi",
+        "csv" => "csv",
+        "auto" => {
+            let all_cdi = match devices {
+                Devices::Ids(ids) => !ids.is_empty() && ids.iter().all(|d| is_cdi_name(d)),
+                _ => false,
+            };
+            if all_cdi {
+                "cdi"
+            } else if is_tegra(cfg) {
+                "csv"
+            } else {
+                "jit-cdi"
+            }
+        }
+        "" => bail!("a mode must be specified"),
+        other => bail!("invalid mode {other:?}"),
+    })
+}
+
+pub fn is_cdi_name(s: &str) -> bool {
+    matches!(s.split_once('='), Some((kind, name)) if kind.contains('/') && !name.is_empty())
+}
+
+fn is_tegra(cfg: &Config) -> bool {
+    let sys = cfg
+        .nvbox
+        .sys_root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let family = std::fs::read_to_string(sys.join("sys/devices/soc0/family")).unwrap_or_default();
+    Path::new("/etc/nv_tegra_release").exists() || family.to_lowercase().starts_with("tegra")
+}
+
+/// `create`: decide from the spec what the container asks for, then edit it for the mode.
+fn modify_bundle(scan: &args::Scan, cfg: &Config, cfg_path: Option<&Path>) -> Result<()> {
+    let bundle = if scan.bundle.is_empty() {
+        std::env::current_dir()?
+    } else {
+        PathBuf::from(&scan.bundle)
+    };
+    let mut file = SpecFile::read(&bundle)?;
+    let container = read_container(&file.value)?;
+    let req = request_from_container(&container, cfg)?;
+    let mode = resolve_mode(cfg, &req.devices)?;
+    crate::info!("Using mode '{mode}' for {}", bundle.display());
+    let changed = match mode {
+        "legacy" => {
+            // A container that asks for nothing is left exactly as the engine wrote it; the
+            // hook would only have exited at once (upstream adds it anyway).
+            if !req.is_gpu_container() {
+                return Ok(());
+            }
+            let hook = hook_path(cfg);
+            oci::add_prestart_hook(&mut file.value, &hook, cfg_path)?
+        }
+        _ => {
+            let removed = oci::remove_nvidia_hooks(&mut file.value);
+            let injected = if req.is_gpu_container() {
+                let rootfs = oci::rootfs_of(&bundle, &file.value)?;
+                match mode {
+                    "cdi" => jit::inject_cdi(&mut file.value, cfg, &req)?,
+                    "csv" => {
+                        let all = container
+                            .env
+                            .iter()
+                            .any(|e| e == "NVIDIA_REQUIRE_JETPACK=csv-mounts=all");
+                        jit::inject_csv(&mut file.value, cfg, all)?
+                    }
+                    _ => jit::inject_jit(&mut file.value, cfg, cfg_path, &req, &rootfs)?,
+                }
+                true
+            } else {
+                false
+            };
+            removed || injected
+        }
+    };
+    if changed {
+        file.write()?;
+    }
+    Ok(())
+}
+
+/// `[nvidia-container-runtime-hook] path`, resolved like upstream: absolute as given, else
+/// looked up, else `/usr/bin/nvidia-container-runtime-hook`.
+fn hook_path(cfg: &Config) -> String {
+    let configured = if cfg.hook.path.is_empty() {
+        "nvidia-container-runtime-hook"
+    } else {
+        cfg.hook.path.as_str()
+    };
+    if configured.starts_with('/') {
+        return configured.to_owned();
+    }
+    find_executable(configured)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("/usr/bin/{configured}"))
+}

@@ -1,1 +1,0 @@
-//! CDI specs (stub, being written).

@@ -1,0 +1,250 @@
+use std::fs;
+use std::os::unix::fs::symlink;
+
+use super::*;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nvbox-csv-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn line_table() {
+    let spec = |kind, path: &str| {
+        Ok(MountSpec {
+            kind,
+            path: path.to_string(),
+        })
+    };
+    let cases: [(&str, Result<MountSpec, &str>); 12] = [
+        ("", Err("failed to parse line: ")),
+        ("\t", Err("failed to parse line: \t")),
+        (
+            "dev /dev/nvhost-ctrl",
+            Err("failed to parse line: dev /dev/nvhost-ctrl"),
+        ),
+        (",", Err("unexpected mount type: ")),
+        ("dev,", Err("invalid path: ")),
+        ("dev ,/a/path", spec(MountKind::Dev, "/a/path")),
+        (
+            "dev ,/a/path,with,commas",
+            spec(MountKind::Dev, "/a/path,with,commas"),
+        ),
+        (
+            "  lib,   /usr/lib/libcuda.so.1.1  ",
+            spec(MountKind::Lib, "/usr/lib/libcuda.so.1.1"),
+        ),
+        (
+            "sym, /usr/lib/libcuda.so",
+            spec(MountKind::Sym, "/usr/lib/libcuda.so"),
+        ),
+        (
+            "dir,/usr/local/cuda-10.2",
+            spec(MountKind::Dir, "/usr/local/cuda-10.2"),
+        ),
+        ("not-dev ,/a/path", Err("unexpected mount type: not-dev")),
+        ("DEV, /a", Err("unexpected mount type: DEV")),
+    ];
+    for (line, want) in cases {
+        let got = parse_mount_spec_line(line).map_err(|e| e.to_string());
+        assert_eq!(got, want.map_err(str::to_string), "{line:?}");
+    }
+}
+
+#[test]
+fn file_skips_comments_and_names_bad_lines() {
+    let text = "# Jetson\n\ndev, /dev/nvhost-ctrl\n  \nlib, /usr/lib/libnvrm.so\nfoo, /x\nsym,\n\tdir , /usr/src\n";
+    let parsed = parse_mount_specs(text);
+    assert_eq!(
+        parsed.specs,
+        [
+            MountSpec {
+                kind: MountKind::Dev,
+                path: "/dev/nvhost-ctrl".into()
+            },
+            MountSpec {
+                kind: MountKind::Lib,
+                path: "/usr/lib/libnvrm.so".into()
+            },
+            MountSpec {
+                kind: MountKind::Dir,
+                path: "/usr/src".into()
+            },
+        ]
+    );
+    assert_eq!(
+        parsed.skipped,
+        [
+            "line 6: unexpected mount type: foo",
+            "line 7: invalid path: "
+        ]
+    );
+}
+
+#[test]
+fn file_lists_and_loading() {
+    let dir = scratch("files");
+    fs::write(dir.join("l4t.csv"), "dir, /usr/src\n").unwrap();
+    fs::write(dir.join("devices.csv"), "dev, /dev/null\nbad line\n").unwrap();
+    fs::write(dir.join("extra.csv"), "# only a comment\n").unwrap();
+    fs::write(dir.join("notes.txt"), "lib, /x\n").unwrap();
+    let default = list_csv_files(&dir, false);
+    assert_eq!(default, [dir.join("devices.csv"), dir.join("l4t.csv")]);
+    let all = list_csv_files(&dir, true);
+    assert_eq!(
+        all,
+        [
+            dir.join("devices.csv"),
+            dir.join("extra.csv"),
+            dir.join("l4t.csv")
+        ]
+    );
+    let (specs, warnings) =
+        load_mount_specs(&[all.clone(), vec![dir.join("missing.csv")]].concat());
+    assert_eq!(specs.len(), 2);
+    let shown = |f: &str| dir.join(f).display().to_string();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert_eq!(
+        warnings[0],
+        format!(
+            "{}: skipping invalid mount spec: line 2: failed to parse line: bad line",
+            shown("devices.csv")
+        )
+    );
+    assert_eq!(
+        warnings[1],
+        format!(
+            "skipping CSV file {}: CSV file is empty",
+            shown("extra.csv")
+        )
+    );
+    assert!(warnings[2].starts_with(&format!(
+        "skipping CSV file {}: failed to open",
+        shown("missing.csv")
+    )));
+    assert!(list_csv_files(&dir.join("nope"), true).is_empty());
+}
+
+#[test]
+fn library_link_patterns() {
+    for (name, want) in [
+        ("/usr/lib/libcuda.so", true),
+        ("/usr/lib/libv4l2.so.0", true),
+        ("libEGL_nvidia.so.0", true),
+        ("/usr/lib/libnvos.so.32.1.0", false),
+        ("/usr/lib/libfoo.so.10", false),
+        ("/etc/alternatives/x", false),
+    ] {
+        assert_eq!(is_library_link(name), want, "{name}");
+    }
+}
+
+#[test]
+fn devices_are_stated() {
+    let regular = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let text = format!("dev, /dev/null\ndev, null\ndev, /dev/nvbox-missing\ndev, {regular}\n");
+    let specs = parse_mount_specs(&text).specs;
+    let (edits, warnings) =
+        edits_from_mount_specs(&specs, Path::new("/"), "/usr/bin/nvidia-cdi-hook");
+    let want = DeviceNode {
+        path: "/dev/null".into(),
+        r#type: Some("c".into()),
+        major: Some(1),
+        minor: Some(3),
+        ..Default::default()
+    };
+    assert_eq!(edits.device_nodes, [want.clone(), want]);
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("could not locate device /dev/nvbox-missing: "),
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(
+        warnings[1],
+        format!("could not locate device {regular}: not a character device")
+    );
+    assert!(edits.mounts.is_empty() && edits.hooks.is_empty());
+}
+
+#[test]
+fn libs_dirs_and_symlinks_under_a_driver_root() {
+    let root = scratch("root");
+    let lib = root.join("usr/lib/aarch64-linux-gnu");
+    fs::create_dir_all(lib.join("tegra")).unwrap();
+    fs::create_dir_all(root.join("usr/src/jetson")).unwrap();
+    fs::write(lib.join("tegra/libcuda.so.1.1"), "").unwrap();
+    fs::write(lib.join("tegra/libnvos.so.32.1.0"), "").unwrap();
+    symlink("libcuda.so.1.1", lib.join("tegra/libcuda.so.1")).unwrap();
+    symlink("tegra/libcuda.so.1", lib.join("libcuda.so")).unwrap();
+    // A two-step chain: absolute then relative.
+    symlink(
+        "/usr/lib/aarch64-linux-gnu/tegra/nvos-link",
+        lib.join("libnvos.so.32"),
+    )
+    .unwrap();
+    symlink("libnvos.so.32.1.0", lib.join("tegra/nvos-link")).unwrap();
+    let text = "lib, /usr/lib/aarch64-linux-gnu/tegra/libcuda.so.1\n\
+                sym, /usr/lib/aarch64-linux-gnu/libcuda.so\n\
+                sym, /usr/lib/aarch64-linux-gnu/libnvos.so.32\n\
+                dir, /usr/src/jetson\n\
+                dir, /usr/src/missing\n\
+                lib, /usr/lib/missing.so.1\n";
+    let specs = parse_mount_specs(text).specs;
+    let (edits, warnings) = edits_from_mount_specs(&specs, &root, "/usr/bin/nvidia-ctk");
+    let host = |p: &str| root.join(p.trim_start_matches('/')).display().to_string();
+    let mounts: Vec<(String, String)> = edits
+        .mounts
+        .iter()
+        .map(|m| (m.host_path.clone(), m.container_path.clone()))
+        .collect();
+    let at = |p: &str| (host(p), p.to_string());
+    assert_eq!(
+        mounts,
+        [
+            at("/usr/src/jetson"),
+            at("/usr/lib/aarch64-linux-gnu/tegra/libcuda.so.1.1"),
+            at("/usr/lib/aarch64-linux-gnu/tegra/libnvos.so.32.1.0"),
+        ]
+    );
+    assert!(edits.mounts.iter().all(|m| m.options == MOUNT_OPTIONS));
+    assert_eq!(edits.hooks.len(), 1);
+    let hook = &edits.hooks[0];
+    assert_eq!(
+        (hook.hook_name.as_str(), hook.path.as_str()),
+        ("createContainer", "/usr/bin/nvidia-ctk")
+    );
+    assert_eq!(
+        hook.args,
+        [
+            "nvidia-ctk",
+            "hook",
+            "create-symlinks",
+            "--link",
+            "/usr/lib/aarch64-linux-gnu/tegra/nvos-link::/usr/lib/aarch64-linux-gnu/libnvos.so.32",
+            "--link",
+            "libnvos.so.32.1.0::/usr/lib/aarch64-linux-gnu/tegra/nvos-link",
+            "--link",
+            "libcuda.so.1::/usr/lib/aarch64-linux-gnu/tegra/libcuda.so",
+        ]
+    );
+    assert_eq!(hook.env, ["NVIDIA_CTK_DEBUG=false"]);
+    assert_eq!(
+        warnings,
+        [
+            format!("could not locate directory {}", host("/usr/src/missing")),
+            format!("could not locate {}", host("/usr/lib/missing.so.1"))
+        ]
+    );
+}
+
+#[test]
+fn hook_binary_name_picks_the_argument_form() {
+    let hook = create_symlinks_hook("/usr/bin/nvidia-cdi-hook", &["a::b".to_string()]);
+    assert_eq!(
+        hook.args,
+        ["nvidia-cdi-hook", "create-symlinks", "--link", "a::b"]
+    );
+}
