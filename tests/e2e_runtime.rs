@@ -298,6 +298,7 @@ fn state_delete_and_run_pass_through() {
         state: state.clone(),
         id: id.clone(),
     };
+    let create_log = bundle.path().join("create.log");
     let create = shim_command(&config.path)
         .arg("--root")
         .arg(&state)
@@ -306,10 +307,12 @@ fn state_delete_and_run_pass_through() {
         .arg(&id)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+        // A pipe would be held open by the container's init until it exits.
+        .stderr(std::fs::File::create(&create_log).unwrap())
+        .status()
         .unwrap();
-    assert!(create.status.success(), "create: {}", text(&create.stderr));
+    let log = std::fs::read_to_string(&create_log).unwrap();
+    assert!(create.success(), "create: {log}");
     let shim = |args: &[&str]| {
         shim_command(&config.path)
             .arg("--root")
