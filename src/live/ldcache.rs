@@ -21,9 +21,14 @@ const TEMP: &str = ".ld.so.cache~nvbox";
 /// Make `dir/soname -> file` links and write the merged cache.
 pub fn update_cache(root: &Rootfs, entries: &[CacheEntry]) -> io::Result<()> {
     let mut scratch: Vec<Created> = Vec::new();
+    // Entries come grouped by directory: resolve each directory once.
+    let mut dir: Option<(&str, OwnedFd)> = None;
     for e in entries.iter().filter(|e| e.soname != e.file) {
-        let dir = root.mkdir_all(&e.dir, &mut scratch)?;
-        link_soname(&dir, &e.soname, &e.file)
+        if dir.as_ref().is_none_or(|(d, _)| *d != e.dir) {
+            dir = Some((e.dir.as_str(), root.mkdir_all(&e.dir, &mut scratch)?));
+        }
+        let (_, fd) = dir.as_ref().expect("set above");
+        link_soname(fd, &e.soname, &e.file)
             .map_err(|err| io::Error::other(format!("symlink {}/{}: {err}", e.dir, e.soname)))?;
     }
     let mut merged: Vec<OwnedEntry> = entries

@@ -3,4 +3,5 @@
 
 pub mod cdi;
 pub mod csv;
+pub mod generate;
 pub mod oci;

@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub mod container;
+pub mod engines;
 pub fn nvbox() -> &'static str {
     env!("CARGO_BIN_EXE_nvbox")
 }

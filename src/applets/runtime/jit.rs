@@ -13,15 +13,12 @@ use crate::applets::cli::{self, Global};
 use crate::config::Config;
 use crate::discover::files::IpcOptions;
 use crate::discover::host::{HostQuery, read_host};
-use crate::plan::{self, Bind, CompatMode, Kind, Options, Plan, Root};
+use crate::plan::{self, CompatMode, Options, Plan};
 use crate::request::{Caps, Devices, Request};
 use crate::select::select_devices;
-use crate::spec::cdi::{self, ContainerEdits, DeviceNode, Hook, Mount};
+use crate::spec::cdi::{self, ContainerEdits};
+use crate::spec::generate::{HookCommand, edits_from_plan};
 use crate::spec::oci;
-
-const FILE_OPTS: &[&str] = &["ro", "nosuid", "nodev", "rbind", "rprivate"];
-const IPC_OPTS: &[&str] = &["nosuid", "nodev", "noexec", "rbind", "rprivate"];
-const DIR_OPTS: &[&str] = &["nosuid", "noexec", "rbind", "rprivate"];
 
 /// jit-cdi: discover, plan, and write the plan into the spec.
 pub fn inject_jit(
@@ -63,7 +60,7 @@ pub fn inject_jit(
         ..Options::default()
     };
     let plan = plan::build_plan(&host, &sel, &opts, &layout)?;
-    let hook = HookCommand::new(cfg_path)?;
+    let hook = hook_command(cfg_path)?;
     let compute = req.caps.contains(Caps::COMPUTE) || req.caps.contains(Caps::VIDEO);
     let compat = (compute && compat_mode(cfg) != CompatMode::Disabled)
         .then_some(host.driver.version.as_str());
@@ -152,109 +149,13 @@ fn compat_mode(cfg: &Config) -> CompatMode {
 /// How the injected createContainer hooks call us: this very binary, as `nvidia-cdi-hook`,
 /// with an explicit environment (the engine's is not passed to hooks reliably) that carries
 /// the config file the runtime used.
-struct HookCommand {
-    path: String,
-    env: Vec<String>,
-}
-
-impl HookCommand {
-    fn new(cfg_path: Option<&Path>) -> Result<HookCommand> {
-        let exe = std::env::current_exe().context("locate the nvbox binary")?;
-        let mut env = vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_owned()];
-        if let Some(p) = cfg_path {
-            env.push(format!("NVIDIA_CTK_CONFIG_FILE_PATH={}", p.display()));
-        }
-        Ok(HookCommand {
-            path: exe.display().to_string(),
-            env,
-        })
+fn hook_command(cfg_path: Option<&Path>) -> Result<HookCommand> {
+    let exe = std::env::current_exe().context("locate the nvbox binary")?;
+    let mut env = vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_owned()];
+    if let Some(p) = cfg_path {
+        env.push(format!("NVIDIA_CTK_CONFIG_FILE_PATH={}", p.display()));
     }
-
-    fn make(&self, name: &str, args: &[String]) -> Hook {
-        let mut all = vec!["nvidia-cdi-hook".to_owned(), name.to_owned()];
-        all.extend_from_slice(args);
-        Hook {
-            hook_name: "createContainer".to_owned(),
-            path: self.path.clone(),
-            args: all,
-            env: self.env.clone(),
-            timeout: None,
-        }
-    }
-}
-
-/// The plan as CDI edits. procfs entries cannot be mounted into `/proc` by runc, so they are
-/// left to the `disable-device-node-modification` hook, as upstream's CDI specs do; symlinks and
-/// the loader cache become hooks; with `compat` (the driver version) the image's CUDA compat
-/// libraries are enabled before the cache is built.
-fn edits_from_plan(
-    plan: &Plan,
-    roots: &crate::discover::Roots,
-    hook: &HookCommand,
-    compat: Option<&str>,
-) -> ContainerEdits {
-    let mut e = ContainerEdits::default();
-    for b in &plan.binds {
-        match (b.root, b.kind) {
-            (Root::Dev, Kind::Device { major, minor }) => {
-                e.device_nodes.push(device_node(b, roots, major, minor))
-            }
-            (Root::Driver, Kind::File) => e.mounts.push(mount(b, &roots.driver, FILE_OPTS)),
-            (Root::Driver, Kind::Ipc) => e.mounts.push(mount(b, &roots.driver, IPC_OPTS)),
-            (Root::Dev, Kind::DeviceDir) => e.mounts.push(mount(b, &roots.dev, DIR_OPTS)),
-            _ => {}
-        }
-    }
-    if !plan.symlinks.is_empty() {
-        let links: Vec<String> = plan
-            .symlinks
-            .iter()
-            .map(|(link, target)| format!("--link={target}::{link}"))
-            .collect();
-        e.hooks.push(hook.make("create-symlinks", &links));
-    }
-    e.hooks
-        .push(hook.make("disable-device-node-modification", &[]));
-    if let Some(version) = compat {
-        e.hooks.push(hook.make(
-            "enable-cuda-compat",
-            &[format!("--host-driver-version={version}")],
-        ));
-    }
-    let mut folders: Vec<String> = Vec::new();
-    for c in &plan.cache {
-        if !folders.contains(&c.dir) {
-            folders.push(c.dir.clone());
-        }
-    }
-    if !folders.is_empty() {
-        let args: Vec<String> = folders.iter().map(|f| format!("--folder={f}")).collect();
-        e.hooks.push(hook.make("update-ldcache", &args));
-    }
-    e
-}
-
-fn device_node(b: &Bind, roots: &crate::discover::Roots, major: u32, minor: u32) -> DeviceNode {
-    let host = crate::discover::under(&roots.dev, &b.source);
-    DeviceNode {
-        path: b.target.clone(),
-        host_path: Some(host.display().to_string()).filter(|h| *h != b.target),
-        r#type: Some("c".to_owned()),
-        major: Some(i64::from(major)),
-        minor: Some(i64::from(minor)),
-        ..DeviceNode::default()
-    }
-}
-
-fn mount(b: &Bind, root: &Path, opts: &[&str]) -> Mount {
-    Mount {
-        host_path: crate::discover::under(root, &b.source)
-            .display()
-            .to_string(),
-        container_path: b.target.clone(),
-        r#type: Some("bind".to_owned()),
-        options: opts.iter().map(|o| (*o).to_owned()).collect(),
-    }
+    Ok(HookCommand::new(exe.display().to_string(), env))
 }
 
 /// Cgroup rules with no device node of their own (mig-config's whole cap directory) go

@@ -1,0 +1,260 @@
+//! `nvidia-ctk cdi generate`: discovery from procfs, sysfs, /dev and the driver root's
+//! ld.so.cache (no NVML), roots from flags, then the environment, then config.toml as
+//! `nvidia-container-cli` reads them.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use super::{Flag, Format, env_list, log_warn, next_flag, parse_bool, split_list, write_spec};
+use crate::applets::ctk::Global;
+use crate::discover::Roots;
+use crate::discover::host::{HostQuery, read_host};
+use crate::spec::cdi::parse_qualified_name;
+use crate::spec::generate::{GenerateOptions, HookCommand, NameStrategy, generate_spec};
+
+/// Driver binaries are looked up in fixed directories: a spec must not depend on the caller.
+const BIN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, Default)]
+struct Args {
+    output: Option<PathBuf>,
+    format: Option<String>,
+    mode: Option<String>,
+    strategies: Vec<String>,
+    driver_root: Option<PathBuf>,
+    dev_root: Option<PathBuf>,
+    proc_root: Option<PathBuf>,
+    sys_root: Option<PathBuf>,
+    hook_path: Option<String>,
+    ldconfig_path: Option<String>,
+    vendor: Option<String>,
+    class: Option<String>,
+    device_ids: Vec<String>,
+    no_all_device: Option<bool>,
+    disabled_hooks: Vec<String>,
+    enabled_hooks: Vec<String>,
+}
+
+const PREFIX: &str = "NVIDIA_CTK_CDI_GENERATE_";
+
+fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.is_empty())
+}
+
+fn parse_args(args: Vec<OsString>) -> Result<Option<Args>> {
+    let mut a = Args::default();
+    let mut it = args.into_iter();
+    while let Some(flag) = next_flag(&mut it)? {
+        let list = |f: Flag, it: &mut std::vec::IntoIter<OsString>, to: &mut Vec<String>| {
+            f.value(it).map(|v| to.extend(split_list(&v)))
+        };
+        match flag.name.as_str() {
+            "output" => a.output = Some(flag.value(&mut it)?.into()),
+            "format" => a.format = Some(flag.value(&mut it)?),
+            "mode" | "discovery-mode" => a.mode = Some(flag.value(&mut it)?),
+            "device-name-strategy" => list(flag, &mut it, &mut a.strategies)?,
+            "driver-root" => a.driver_root = Some(flag.value(&mut it)?.into()),
+            "dev-root" => a.dev_root = Some(flag.value(&mut it)?.into()),
+            "proc-root" => a.proc_root = Some(flag.value(&mut it)?.into()),
+            "sys-root" => a.sys_root = Some(flag.value(&mut it)?.into()),
+            "nvidia-cdi-hook-path" | "nvidia-ctk-path" => a.hook_path = Some(flag.value(&mut it)?),
+            "ldconfig-path" => a.ldconfig_path = Some(flag.value(&mut it)?),
+            "vendor" | "cdi-vendor" => a.vendor = Some(flag.value(&mut it)?),
+            "class" | "cdi-class" => a.class = Some(flag.value(&mut it)?),
+            "device-id" | "device-ids" | "device" | "devices" => {
+                list(flag, &mut it, &mut a.device_ids)?
+            }
+            "no-all-device" => a.no_all_device = Some(flag.boolean()?),
+            "disable-hook" | "disable-hooks" => list(flag, &mut it, &mut a.disabled_hooks)?,
+            "enable-hook" | "enable-hooks" => list(flag, &mut it, &mut a.enabled_hooks)?,
+            // Accepted for compatibility; discovery here has no use for them.
+            "feature-flag" | "feature-flags" | "library-search-path" | "config-search-path" => {
+                flag.value(&mut it)?;
+            }
+            "help" | "h" => return Ok(None),
+            other => bail!("flag provided but not defined: -{other}"),
+        }
+    }
+    Ok(Some(a))
+}
+
+pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
+    let Some(mut a) = parse_args(args)? else {
+        print!("{HELP}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    fill_from_env(&mut a);
+    let cfg = super::load_config(g)?;
+    let mode = a.mode.clone().unwrap_or_else(|| "auto".to_owned());
+    let management = match mode.as_str() {
+        "auto" | "nvml" => false,
+        "management" => true,
+        "csv" | "gdrcopy" | "gds" | "imex" | "mofed" | "nvswitch" | "wsl" => {
+            bail!("failed to create CDI library: mode {mode:?} is not supported by nvbox")
+        }
+        _ => bail!("invalid discovery mode: {mode}"),
+    };
+    let format = output_format(g, &a)?;
+    let vendor = a.vendor.clone().unwrap_or_else(|| {
+        if management {
+            "management.nvidia.com"
+        } else {
+            "nvidia.com"
+        }
+        .to_owned()
+    });
+    let class = a.class.clone().unwrap_or_else(|| "gpu".to_owned());
+    parse_qualified_name(&format!("{vendor}/{class}=x"))
+        .context("invalid CDI vendor or class name")?;
+    let mut strategies = Vec::new();
+    for s in if a.strategies.is_empty() {
+        vec!["index".to_owned(), "uuid".to_owned()]
+    } else {
+        a.strategies.clone()
+    } {
+        match NameStrategy::parse(&s) {
+            Some(n) => strategies.push(n),
+            None => bail!("invalid device name strategy: {s}"),
+        }
+    }
+    let device_ids = if a.device_ids.is_empty() {
+        vec!["all".to_owned()]
+    } else {
+        a.device_ids.clone()
+    };
+    for id in &device_ids {
+        // A fully qualified CDI name is not a device id.
+        if parse_qualified_name(id).is_ok() {
+            bail!("invalid device id {id:?}");
+        }
+    }
+    let no_all = a.no_all_device.unwrap_or(false) || device_ids.iter().any(|d| d == "none");
+    let cfg_root = Some(PathBuf::from(&cfg.cli.root)).filter(|p| !p.as_os_str().is_empty());
+    let roots = Roots::new(
+        a.driver_root.as_deref().or(cfg_root.as_deref()),
+        a.dev_root.as_deref().or(cfg.nvbox.dev_root.as_deref()),
+        a.proc_root.as_deref().or(cfg.nvbox.proc_root.as_deref()),
+        a.sys_root.as_deref().or(cfg.nvbox.sys_root.as_deref()),
+    );
+    let query = HostQuery {
+        gpus: !management,
+        path_env: Some(BIN_PATH.to_owned()),
+        ..HostQuery::default()
+    };
+    let host = read_host(&roots, &query).context("failed to create CDI library")?;
+    let opts = GenerateOptions {
+        vendor,
+        class,
+        strategies,
+        device_ids,
+        no_all_device: no_all,
+        management,
+        disabled_hooks: a.disabled_hooks.clone(),
+        enabled_hooks: a.enabled_hooks.clone(),
+        hook: HookCommand::new(
+            hook_path(a.hook_path.as_deref()),
+            vec!["NVIDIA_CTK_DEBUG=false".to_owned()],
+        ),
+        ldconfig_path: a.ldconfig_path.clone(),
+    };
+    let spec = generate_spec(&host, &opts).context("failed to generate CDI spec")?;
+    write_spec(&spec, format, a.output.as_deref())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fill_from_env(a: &mut Args) {
+    let set = |slot: &mut Option<String>, key: &str| {
+        if slot.is_none() {
+            *slot = env(key);
+        }
+    };
+    set(&mut a.format, &format!("{PREFIX}OUTPUT_FORMAT"));
+    set(&mut a.mode, &format!("{PREFIX}MODE"));
+    set(&mut a.hook_path, "NVIDIA_CTK_CDI_HOOK_PATH");
+    set(&mut a.ldconfig_path, &format!("{PREFIX}LDCONFIG_PATH"));
+    set(&mut a.vendor, &format!("{PREFIX}VENDOR"));
+    set(&mut a.class, &format!("{PREFIX}CLASS"));
+    let path = |slot: &mut Option<PathBuf>, key: &str| {
+        if slot.is_none() {
+            *slot = env(key).map(PathBuf::from);
+        }
+    };
+    path(&mut a.output, "NVIDIA_CTK_CDI_OUTPUT_FILE_PATH");
+    path(&mut a.driver_root, "NVIDIA_CTK_DRIVER_ROOT");
+    path(&mut a.dev_root, "NVIDIA_CTK_DEV_ROOT");
+    let list = |slot: &mut Vec<String>, key: &str| {
+        if slot.is_empty() {
+            *slot = env_list(key);
+        }
+    };
+    list(
+        &mut a.strategies,
+        &format!("{PREFIX}DEVICE_NAME_STRATEGIES"),
+    );
+    list(&mut a.device_ids, &format!("{PREFIX}DEVICE_IDS"));
+    list(&mut a.disabled_hooks, &format!("{PREFIX}DISABLED_HOOKS"));
+    list(&mut a.enabled_hooks, &format!("{PREFIX}ENABLED_HOOKS"));
+    if a.no_all_device.is_none() {
+        a.no_all_device = env(&format!("{PREFIX}NO_ALL_DEVICE")).and_then(|v| parse_bool(&v));
+    }
+}
+
+/// An explicit format wins (a different extension only warns); else the output's extension.
+fn output_format(g: &Global, a: &Args) -> Result<Format> {
+    let by_ext = a.output.as_deref().and_then(Format::from_path);
+    match &a.format {
+        Some(f) => {
+            let f = Format::parse(f)?;
+            if by_ext.is_some_and(|e| e != f) {
+                log_warn(
+                    g,
+                    "Requested output format does not match output file extension",
+                );
+            }
+            Ok(f)
+        }
+        None => Ok(by_ext.unwrap_or(Format::Yaml)),
+    }
+}
+
+/// `nvidia-cdi-hook` from PATH, else its packaged location.
+fn hook_path(explicit: Option<&str>) -> String {
+    if let Some(p) = explicit {
+        return p.to_owned();
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join("nvidia-cdi-hook"))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/usr/bin/nvidia-cdi-hook".to_owned())
+}
+
+const HELP: &str = "NAME:
+   nvidia-ctk cdi generate - Generate CDI specifications for use with CDI-enabled runtimes
+
+USAGE:
+   nvidia-ctk cdi generate [command options]
+
+OPTIONS:
+   --output value                    the path where the spec is written (default: stdout) [$NVIDIA_CTK_CDI_OUTPUT_FILE_PATH]
+   --format value                    json or yaml (default: yaml) [$NVIDIA_CTK_CDI_GENERATE_OUTPUT_FORMAT]
+   --mode value, --discovery-mode    auto, nvml or management (default: auto) [$NVIDIA_CTK_CDI_GENERATE_MODE]
+   --device-name-strategy value      index, uuid, type-index (default: index, uuid) [$NVIDIA_CTK_CDI_GENERATE_DEVICE_NAME_STRATEGIES]
+   --driver-root value               the driver root (default: /) [$NVIDIA_CTK_DRIVER_ROOT]
+   --dev-root value                  where /dev is read (default: the driver root) [$NVIDIA_CTK_DEV_ROOT]
+   --proc-root value                 where /proc is read (default: /)
+   --sys-root value                  where /sys is read (default: /)
+   --nvidia-cdi-hook-path value      the hook binary [$NVIDIA_CTK_CDI_HOOK_PATH]
+   --ldconfig-path value             ldconfig for the update-ldcache hook [$NVIDIA_CTK_CDI_GENERATE_LDCONFIG_PATH]
+   --vendor value, --cdi-vendor      (default: nvidia.com) [$NVIDIA_CTK_CDI_GENERATE_VENDOR]
+   --class value, --cdi-class        (default: gpu) [$NVIDIA_CTK_CDI_GENERATE_CLASS]
+   --device-id value                 all, none, or device ids (default: all) [$NVIDIA_CTK_CDI_GENERATE_DEVICE_IDS]
+   --no-all-device                   no `all` device (default: false) [$NVIDIA_CTK_CDI_GENERATE_NO_ALL_DEVICE]
+   --disable-hook value              hooks to leave out, or all [$NVIDIA_CTK_CDI_GENERATE_DISABLED_HOOKS]
+   --enable-hook value               hooks to include (beats --disable-hook) [$NVIDIA_CTK_CDI_GENERATE_ENABLED_HOOKS]
+";

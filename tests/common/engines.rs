@@ -1,0 +1,415 @@
+//! The runtime shim `nvidia-container-runtime` under real engines: its config.toml on a mock
+//! host, runc driven through it, what a jit-cdi container must see (no /proc/driver/nvidia,
+//! cgroup rules owned by runc), hand-written CDI specs, and private dockerd, containerd and
+//! podman instances whose runtime is the shim.
+#![allow(dead_code)]
+
+mod daemons;
+#[allow(unused_imports)]
+pub use daemons::*;
+
+use super::TempDir;
+use super::container::*;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const SHIM: &str = "nvidia-container-runtime";
+pub const PODMAN: &str = "/usr/bin/podman";
+pub const CONMON: &str = "/usr/bin/conmon";
+pub const CTR: &str = "/usr/bin/ctr";
+/// What jit-cdi offers whatever NVIDIA_DRIVER_CAPABILITIES says: every driver library but the
+/// 32-bit ones (upstream's jit-cdi does the same; the image decides what it loads).
+pub const JIT_CAPS: &[&str] = &["compute", "display", "graphics", "ngx", "utility", "video"];
+/// The probe, then the variables a CDI edit sets, on lines of their own after `@@end`.
+pub const ENV_PROBE: &str = "echo NVENV=$NVIDIA_VISIBLE_DEVICES; echo CDIENV=$NVBOX_CDI_TEST";
+
+pub fn shim_path() -> PathBuf {
+    applet_dir().join(SHIM)
+}
+
+/// PATH for the shim: the applets first (legacy finds the hook there), then runc's directory.
+pub fn shim_env_path() -> String {
+    format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", applet_dir().display())
+}
+
+/// The probe of expect.rs followed by [`ENV_PROBE`].
+pub fn probe_with_env() -> String {
+    format!("{PROBE}\n{ENV_PROBE}")
+}
+
+/// The value of `KEY=` printed by [`ENV_PROBE`].
+pub fn probed_env(stdout: &str, key: &str) -> String {
+    let prefix = format!("{key}=");
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("{key} not printed:\n{stdout}"))
+        .to_string()
+}
+
+/// The shim's config.toml: the mock host's own lines plus a runtime section, in a file of its
+/// own that can be rewritten between runs (engines read it on every `create`).
+pub struct ShimConfig {
+    dir: TempDir,
+    base: String,
+    pub path: PathBuf,
+}
+
+impl ShimConfig {
+    pub fn new(host: &Host, extra: &str) -> ShimConfig {
+        let dir = TempDir::new("shim-config");
+        let path = dir.path().join("config.toml");
+        let base = std::fs::read_to_string(&host.config).unwrap();
+        let c = ShimConfig { dir, base, path };
+        c.write(extra);
+        c
+    }
+
+    /// `[nvidia-container-runtime] mode = MODE` and nothing else.
+    pub fn mode(host: &Host, mode: &str) -> ShimConfig {
+        ShimConfig::new(host, &mode_toml(mode))
+    }
+
+    pub fn write(&self, extra: &str) {
+        std::fs::write(&self.path, format!("{}\n{extra}", self.base)).unwrap();
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+pub fn mode_toml(mode: &str) -> String {
+    format!("[nvidia-container-runtime]\nmode = \"{mode}\"\n")
+}
+
+/// The shim with the config and PATH it runs under in these tests.
+pub fn shim_command(config: &Path) -> Command {
+    let mut c = Command::new(shim_path());
+    c.env("PATH", shim_env_path())
+        .env("NVIDIA_CTK_CONFIG_FILE_PATH", config)
+        .env_remove("XDG_CONFIG_HOME");
+    c
+}
+
+pub fn unique_id(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    format!("nvbox-shim-{}-{tag}-{n}", std::process::id())
+}
+
+/// The runc state directory the shim-driven containers use.
+pub fn shim_state() -> PathBuf {
+    scratch().join("shim-runc")
+}
+
+pub fn runc_at(state: &Path) -> Command {
+    let mut c = Command::new(RUNC);
+    c.arg("--root").arg(state);
+    c
+}
+
+/// Deletes the container even when an assertion fails between create and delete.
+pub struct Created {
+    pub state: PathBuf,
+    pub id: String,
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        let _ = runc_at(&self.state)
+            .args(["delete", "--force", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// What one create through the shim + `runc start` gave.
+pub struct ShimRun {
+    pub id: String,
+    pub created: bool,
+    pub create_stderr: String,
+    /// config.json as the shim left it (runc has read it by then).
+    pub config_after: Vec<u8>,
+    /// config.json as written before the create.
+    pub config_before: Vec<u8>,
+    /// The v1 device cgroup's devices.list after create, and after `runc update` when asked.
+    pub devices_list: String,
+    pub devices_after_update: Option<String>,
+    /// Whether runc had a state directory for the container after a failed create.
+    pub state_dir_left: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `nvidia-container-runtime --root STATE create --bundle B ID` (the shim execs runc), the device
+/// cgroup, optionally `runc update UPDATE… ID` and the cgroup again, then `runc start` and the
+/// container's output read to its end.
+pub fn run_shim(bundle: &mut Bundle, config: &Path, update: &[&str]) -> ShimRun {
+    let id = unique_id("c");
+    bundle.spec["linux"]["cgroupsPath"] = json!(format!("/{id}"));
+    let config_before = serde_json::to_vec_pretty(&bundle.spec).unwrap();
+    let config_json = bundle.path().join("config.json");
+    std::fs::write(&config_json, &config_before).unwrap();
+    let state = shim_state();
+    let mut create = shim_command(config)
+        .arg("--root")
+        .arg(&state)
+        .args(["create", "--bundle"])
+        .arg(bundle.path())
+        .arg(&id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = create.stdout.take().unwrap();
+    let mut err = create.stderr.take().unwrap();
+    let guard = Created {
+        state: state.clone(),
+        id: id.clone(),
+    };
+    let status = create.wait().unwrap();
+    let config_after = std::fs::read(&config_json).unwrap();
+    let mut run = ShimRun {
+        id: id.clone(),
+        created: status.success(),
+        create_stderr: String::new(),
+        config_after,
+        config_before,
+        devices_list: String::new(),
+        devices_after_update: None,
+        state_dir_left: false,
+        stdout: String::new(),
+        stderr: String::new(),
+    };
+    if !run.created {
+        err.read_to_string(&mut run.create_stderr).unwrap();
+        run.state_dir_left = state.join(&id).exists();
+        return run;
+    }
+    let list = Path::new("/sys/fs/cgroup/devices")
+        .join(&id)
+        .join("devices.list");
+    let read_list = || {
+        std::fs::read_to_string(&list).unwrap_or_else(|e| panic!("read {}: {e}", list.display()))
+    };
+    run.devices_list = read_list();
+    if !update.is_empty() {
+        let up = runc_at(&state)
+            .arg("update")
+            .args(update)
+            .arg(&id)
+            .output()
+            .unwrap();
+        assert!(up.status.success(), "runc update: {}", text(&up.stderr));
+        run.devices_after_update = Some(read_list());
+    }
+    let start = runc_at(&state).args(["start", &id]).output().unwrap();
+    assert!(
+        start.status.success(),
+        "runc start: {}",
+        text(&start.stderr)
+    );
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).unwrap();
+        s
+    });
+    err.read_to_string(&mut run.stderr).unwrap();
+    run.stdout = reader.join().unwrap();
+    drop(guard);
+    run
+}
+
+/// What a jit-cdi container must hold: the legacy hook's files for [`JIT_CAPS`] at the same
+/// container paths, but nothing under /proc/driver/nvidia (runc mounts nothing into /proc), so
+/// the machine's own GPU directories are all that shows there.
+pub fn expected_jit(host: &Host, devices: &str, rootfs: &Path) -> Expected {
+    let mut want = expected(host, devices, JIT_CAPS, rootfs);
+    want.entries.retain(|path, _| !path.starts_with("/proc/"));
+    want.entries.extend(own_gpu_dirs());
+    want
+}
+
+/// This machine's /proc/driver/nvidia/gpus entries, as the probe reports them.
+pub fn own_gpu_dirs() -> BTreeMap<String, String> {
+    std::fs::read_dir("/proc/driver/nvidia/gpus")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| (e.path().display().to_string(), "directory".to_string()))
+        .collect()
+}
+
+/// Exactly the expected entries; the driver's procfs in the container is the machine's own,
+/// never the mock's.
+pub fn assert_jit_injected(probe: &Probe, want: &Expected) {
+    assert_entries(&probe.entries, &want.entries);
+    let own = |f: &str| std::fs::read_to_string(f).unwrap_or_default();
+    assert_eq!(
+        probe.version,
+        own("/proc/driver/nvidia/version"),
+        "/proc/driver/nvidia/version must be the machine's own"
+    );
+    if !Path::new("/proc/driver/nvidia/params").exists() {
+        assert_eq!(
+            probe.params, "",
+            "a driverless machine's container has no params"
+        );
+    }
+}
+
+pub fn assert_entries(got: &BTreeMap<String, String>, want: &BTreeMap<String, String>) {
+    let missing: Vec<_> = want.iter().filter(|(k, _)| !got.contains_key(*k)).collect();
+    let extra: Vec<_> = got.iter().filter(|(k, _)| !want.contains_key(*k)).collect();
+    let wrong: Vec<_> = want
+        .iter()
+        .filter_map(|(k, v)| {
+            got.get(k)
+                .filter(|g| *g != v)
+                .map(|g| format!("{k}: want {v}, got {g}"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && wrong.is_empty(),
+        "container contents differ\nmissing: {missing:#?}\nunexpected: {extra:#?}\nwrong: {wrong:#?}"
+    );
+}
+
+/// The device cgroup rules for the driver's majors are exactly `want` with `access` (runc
+/// writes the spec's `rwm`; the legacy hook writes `rw`).
+pub fn assert_cgroup_rules(devices_list: &str, want: &BTreeSet<String>, host: &Host, access: &str) {
+    let majors: BTreeSet<String> = host
+        .read("/proc/devices")
+        .lines()
+        .take_while(|l| !l.starts_with("Block"))
+        .filter_map(|l| l.trim().split_once(' '))
+        .filter(|(_, name)| name.starts_with("nvidia"))
+        .map(|(m, _)| m.to_string())
+        .collect();
+    let ours: BTreeSet<String> = devices_list
+        .lines()
+        .filter(|l| {
+            let node = l.split(' ').nth(1).unwrap_or("");
+            majors.contains(node.split(':').next().unwrap_or(""))
+        })
+        .map(str::to_string)
+        .collect();
+    let want: BTreeSet<String> = want.iter().map(|c| format!("{c} {access}")).collect();
+    assert_eq!(
+        ours, want,
+        "device cgroup rules for the driver's majors:\n{devices_list}"
+    );
+}
+
+/// The mock's 64-bit libcuda: (host path, container file name).
+pub fn mock_libcuda(host: &Host) -> (PathBuf, String) {
+    let lib = host
+        .list(&["--libraries"])
+        .into_iter()
+        .find(|l| l.rsplit('/').next().unwrap().starts_with("libcuda.so."))
+        .expect("the mock has a libcuda");
+    let name = lib.rsplit('/').next().unwrap().to_string();
+    (host.file(&lib), name)
+}
+
+/// A CDI spec written by hand for the mock: kind nvidia.com/gpu, devices "0" and "1" (their
+/// nodes, no major/minor: CDI fills them from the host node), and common edits (the control
+/// node, libcuda mounted into the Debian library directory, one variable).
+pub fn write_cdi_spec(dir: &Path, host: &Host) -> PathBuf {
+    let node =
+        |n: &str| json!({"path": format!("/dev/{n}"), "hostPath": host.file(&format!("/dev/{n}"))});
+    let (lib, name) = mock_libcuda(host);
+    let spec = json!({
+        "cdiVersion": "0.6.0",
+        "kind": "nvidia.com/gpu",
+        "devices": [
+            {"name": "0", "containerEdits": {"deviceNodes": [node("nvidia0")]}},
+            {"name": "1", "containerEdits": {"deviceNodes": [node("nvidia1")]}},
+        ],
+        "containerEdits": {
+            "env": ["NVBOX_CDI_TEST=from-spec"],
+            "deviceNodes": [node("nvidiactl")],
+            "mounts": [{
+                "hostPath": lib,
+                "containerPath": format!("/usr/lib/x86_64-linux-gnu/{name}"),
+                "options": ["ro", "nosuid", "nodev", "bind"],
+            }],
+        },
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("nvbox-test.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    path
+}
+
+/// The entries a container gets from [`write_cdi_spec`] for the given device minors.
+pub fn expected_cdi(host: &Host, minors: &[u64]) -> (BTreeMap<String, String>, BTreeSet<String>) {
+    let mut entries = own_gpu_dirs();
+    let mut rules = BTreeSet::new();
+    let mut add_node = |path: &str| {
+        let (ma, mi) = host.rdev(path);
+        entries.insert(
+            path.to_string(),
+            format!("character special file {ma}:{mi}"),
+        );
+        rules.insert(format!("c {ma}:{mi}"));
+    };
+    add_node("/dev/nvidiactl");
+    for m in minors {
+        add_node(&format!("/dev/nvidia{m}"));
+    }
+    let (_, name) = mock_libcuda(host);
+    entries.insert(
+        format!("/usr/lib/x86_64-linux-gnu/{name}"),
+        "regular file".to_string(),
+    );
+    (entries, rules)
+}
+
+/// The config.json's prestart hooks, as values.
+pub fn prestart_hooks(config: &[u8]) -> Vec<Value> {
+    let spec: Value = serde_json::from_slice(config).unwrap();
+    spec["hooks"]["prestart"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `c MAJ:MIN` of every `rwm` allow rule in a config.json's `linux.resources.devices` whose
+/// node is also in `linux.devices`: what runc itself puts in the device cgroup.
+pub fn spec_device_rules(config: &[u8]) -> BTreeSet<String> {
+    let spec: Value = serde_json::from_slice(config).unwrap();
+    let nodes: BTreeSet<(i64, i64)> = spec["linux"]["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| Some((d["major"].as_i64()?, d["minor"].as_i64()?)))
+        .collect();
+    spec["linux"]["resources"]["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["allow"] == json!(true) && r["access"] == json!("rwm"))
+        .filter_map(|r| Some((r["major"].as_i64()?, r["minor"].as_i64()?)))
+        .filter(|n| nodes.contains(n))
+        .map(|(ma, mi)| format!("c {ma}:{mi}"))
+        .collect()
+}
+
+/// `text(stdout)` of a command that must succeed.
+pub fn ok_stdout(what: &str, out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    text(&out.stdout)
+}
