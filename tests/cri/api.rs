@@ -3,7 +3,6 @@
 //! Written out because every CRI crate generates its code with protoc at build time.
 
 use prost::Message;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -75,14 +74,8 @@ pub struct LinuxPodSandboxConfig {
 pub struct PodSandboxConfig {
     #[prost(message, optional, tag = "1")]
     pub metadata: Option<PodSandboxMetadata>,
-    #[prost(string, tag = "2")]
-    pub hostname: String,
     #[prost(string, tag = "3")]
     pub log_directory: String,
-    #[prost(map = "string, string", tag = "6")]
-    pub labels: HashMap<String, String>,
-    #[prost(map = "string, string", tag = "7")]
-    pub annotations: HashMap<String, String>,
     #[prost(message, optional, tag = "8")]
     pub linux: Option<LinuxPodSandboxConfig>,
 }
@@ -130,12 +123,6 @@ pub struct KeyValue {
 }
 
 #[derive(Clone, PartialEq, Message)]
-pub struct CdiDevice {
-    #[prost(string, tag = "1")]
-    pub name: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
 pub struct ContainerConfig {
     #[prost(message, optional, tag = "1")]
     pub metadata: Option<ContainerMetadata>,
@@ -143,16 +130,10 @@ pub struct ContainerConfig {
     pub image: Option<ImageSpec>,
     #[prost(string, repeated, tag = "3")]
     pub command: Vec<String>,
-    #[prost(string, repeated, tag = "4")]
-    pub args: Vec<String>,
     #[prost(message, repeated, tag = "6")]
     pub envs: Vec<KeyValue>,
-    #[prost(map = "string, string", tag = "10")]
-    pub annotations: HashMap<String, String>,
     #[prost(string, tag = "11")]
     pub log_path: String,
-    #[prost(message, repeated, tag = "17")]
-    pub cdi_devices: Vec<CdiDevice>,
 }
 
 #[derive(Clone, PartialEq, Message)]

@@ -4,13 +4,13 @@
 
 use super::api::*;
 use crate::common::container::*;
+use crate::common::engines::CTR;
 use crate::common::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const CTR: &str = "/usr/bin/ctr";
 pub const IMAGE: &str = "nvbox.test/busybox:1";
 /// The sandbox (pause) image: the same busybox, whose default command sleeps.
 pub const PAUSE_IMAGE: &str = "nvbox.test/pause:1";
@@ -257,7 +257,7 @@ impl Node {
                 namespace: "default".into(),
                 attempt: 0,
             }),
-            // A host-network pod keeps the node's name: runc cannot set one without a UTS ns.
+            // No hostname: a host-network pod keeps the node's (runc sets none without a UTS ns).
             log_directory: logs.display().to_string(),
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: String::new(),
