@@ -268,7 +268,6 @@ impl Node {
                     }),
                 }),
             }),
-            ..Default::default()
         };
         let req = RunPodSandboxRequest {
             config: Some(config.clone()),
@@ -307,7 +306,6 @@ impl Node {
                 })
                 .collect(),
             log_path: format!("{name}.log"),
-            ..Default::default()
         };
         let req = CreateContainerRequest {
             pod_sandbox_id: pod.0.clone(),
