@@ -223,16 +223,18 @@ mod tests {
     #[test]
     fn our_hooks_run_as_one_process_in_upstreams_order() {
         let hook = HookCommand::new("/usr/bin/nvbox".into(), vec!["PATH=/bin".into()]);
-        let mut edits = ContainerEdits::default();
-        edits.hooks = vec![
-            hook.make("create-symlinks", &["--link=a::/b".into()]),
-            hook.make("disable-device-node-modification", &[]),
-            hook.make(
-                "enable-cuda-compat",
-                &["--host-driver-version=535.1".into()],
-            ),
-            hook.make("update-ldcache", &["--folder=/usr/lib64".into()]),
-        ];
+        let mut edits = ContainerEdits {
+            hooks: vec![
+                hook.make("create-symlinks", &["--link=a::/b".into()]),
+                hook.make("disable-device-node-modification", &[]),
+                hook.make(
+                    "enable-cuda-compat",
+                    &["--host-driver-version=535.1".into()],
+                ),
+                hook.make("update-ldcache", &["--folder=/usr/lib64".into()]),
+            ],
+            ..ContainerEdits::default()
+        };
         let mut other = hook.make("chmod", &["--mode=755".into()]);
         other.path = "/elsewhere/tool".into();
         edits.hooks.push(other.clone());
