@@ -171,6 +171,22 @@ pub fn inject_csv(spec: &mut Value, cfg: &Config, all_files: bool) -> Result<()>
             *first = "nvidia-cdi-hook".to_owned();
         }
     }
+    // The soname links of the listed libraries (`sym` entries for them are skipped, as upstream
+    // does) come from the loader-cache update over their directories.
+    let mut folders: Vec<String> = Vec::new();
+    for m in &edits.mounts {
+        if m.container_path.contains(".so")
+            && let Some((dir, _)) = m.container_path.rsplit_once('/')
+            && !folders.iter().any(|f| f == dir)
+        {
+            folders.push(dir.to_owned());
+        }
+    }
+    if !folders.is_empty() {
+        let hook = hook_command(None)?;
+        let args: Vec<String> = folders.iter().map(|f| format!("--folder={f}")).collect();
+        edits.hooks.push(hook.make("update-ldcache", &args));
+    }
     cdi::apply_edits(spec, &edits)
 }
 
