@@ -388,3 +388,56 @@ fn broken_config_fails_before_runc() {
     assert!(!run.state_dir_left, "runc ran");
     assert_eq!(run.config_after, run.config_before);
 }
+
+/// csv (Tegra): the mount spec files decide; on the simulated host they name its nodes and
+/// libcuda, and a `sym` entry becomes a link made by our hook.
+#[test]
+fn csv_mode_mounts_what_the_spec_files_list() {
+    if !ready() {
+        return;
+    }
+    let host = eight_gpus();
+    let config = ShimConfig::new(host, "");
+    let csv = config.dir().join("csv");
+    std::fs::create_dir_all(&csv).unwrap();
+    std::fs::write(
+        csv.join("devices.csv"),
+        "# Tegra-style device list\ndev, /dev/nvidiactl\ndev, /dev/nvidia0\n",
+    )
+    .unwrap();
+    let lib = "/usr/lib/x86_64-linux-gnu";
+    std::fs::write(
+        csv.join("drivers.csv"),
+        format!("lib, {lib}/libcuda.so.535.104.05\nsym, {lib}/libcuda.so.1\n"),
+    )
+    .unwrap();
+    config.write(&format!(
+        "{}[nvidia-container-runtime.modes.csv]\nmount-spec-path = \"{}\"\n",
+        mode_toml("csv"),
+        csv.display()
+    ));
+    let mut bundle = gpu_bundle(&["NVIDIA_VISIBLE_DEVICES=all"]);
+    let run = run_shim(&mut bundle, &config.path, &[]);
+    created(&run);
+    let probe = parse_probe(&run.stdout);
+    let get = |p: &str| probe.entries.get(p).map(String::as_str);
+    assert_eq!(get("/dev/nvidia0"), Some("character special file 195:0"));
+    assert_eq!(
+        get("/dev/nvidiactl"),
+        Some("character special file 195:255")
+    );
+    assert_eq!(get("/dev/nvidia1"), None, "only what the CSV lists");
+    assert_eq!(
+        get(&format!("{lib}/libcuda.so.535.104.05")),
+        Some("regular file")
+    );
+    assert_eq!(
+        get(&format!("{lib}/libcuda.so.1")),
+        Some("-> libcuda.so.535.104.05")
+    );
+    let rules: BTreeSet<String> = ["c 195:0", "c 195:255"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_cgroup_rules(&run.devices_list, &rules, host, "rwm");
+}

@@ -126,6 +126,18 @@ const HOOKS: &[Hook] = &[
         hidden: false,
     },
     Hook {
+        name: JIT_HOOK,
+        usage: "nvbox's runtime shim (jit-cdi): create-symlinks, enable-cuda-compat, disable-device-node-modification and update-ldcache in one process.",
+        flags: &[
+            flag("link", true, ""),
+            flag("host-driver-version", true, ""),
+            flag("disable-device-node-modification", false, ""),
+            flag("folder", true, ""),
+        ],
+        run: run_jit,
+        hidden: true,
+    },
+    Hook {
         name: "noop",
         usage: "A no-op hook.",
         flags: &[],
@@ -135,6 +147,23 @@ const HOOKS: &[Hook] = &[
 ];
 
 const HIDDEN_SPEC: Flag = flag("container-spec", true, "");
+
+/// The hook the runtime shim's jit-cdi specs use: one process instead of four per container.
+pub const JIT_HOOK: &str = "nvbox-jit";
+
+/// The four jit-cdi steps, in the order upstream's separate hooks run.
+fn run_jit(a: &Args) -> Result<()> {
+    links::run_create_symlinks(a).context("create-symlinks")?;
+    compat::run_enable_cuda_compat(a).context("enable-cuda-compat")?;
+    if a.last("disable-device-node-modification").is_some() {
+        devices::run_disable_device_node_modification(a)
+            .context("disable-device-node-modification")?;
+    }
+    if !a.all("folder").is_empty() {
+        ldconf::run_update_ldcache(a).context("update-ldcache")?;
+    }
+    Ok(())
+}
 
 pub fn main(name: &str, args: Vec<OsString>) -> ExitCode {
     report::finish(name, run(name, args))
@@ -301,6 +330,16 @@ fn parse_hook_args(name: &str, hook: &Hook, words: &[String]) -> Result<Option<A
 /// bundle's config.json, relative paths joined with the bundle. Never relative to the cwd,
 /// which is the (hostile) rootfs itself.
 fn container_root(spec_file: Option<&str>) -> Result<PathBuf> {
+    // The state on stdin can be read once; a combined hook asks for the root several times.
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if let Some(root) = ROOT.get() {
+        return Ok(root.clone());
+    }
+    let root = read_container_root(spec_file)?;
+    Ok(ROOT.get_or_init(|| root).clone())
+}
+
+fn read_container_root(spec_file: Option<&str>) -> Result<PathBuf> {
     let mut bytes = Vec::new();
     match spec_file {
         None | Some("" | "-") => std::io::stdin().lock().read_to_end(&mut bytes).map(|_| ()),

@@ -65,9 +65,45 @@ pub fn inject_jit(
     let compat = (compute && compat_mode(cfg) != CompatMode::Disabled)
         .then_some(host.driver.version.as_str());
     let mut edits = edits_from_plan(&plan, &host.roots, &hook, compat);
+    combine_hooks(&mut edits, &hook);
     edits.env.push("NVIDIA_VISIBLE_DEVICES=void".to_owned());
     cdi::apply_edits(spec, &edits)?;
     allow_extra_rules(spec, &plan, &edits)
+}
+
+/// Our own hooks, run as one `nvbox-jit` process: the spec is made for this binary on the fly,
+/// so there is no need for four hook processes per container start (upstream's form, which
+/// `cdi generate` keeps for specs other tools read).
+fn combine_hooks(edits: &mut ContainerEdits, hook: &HookCommand) {
+    const OURS: &[&str] = &[
+        "create-symlinks",
+        "enable-cuda-compat",
+        "disable-device-node-modification",
+        "update-ldcache",
+    ];
+    let mut args: Vec<String> = Vec::new();
+    edits.hooks.retain(|h| {
+        // `nvidia-cdi-hook NAME …` or, for a binary named nvidia-ctk, `nvidia-ctk hook NAME …`.
+        let at = if h.args.first().is_some_and(|a| a == "nvidia-ctk") {
+            2
+        } else {
+            1
+        };
+        let name = h.args.get(at).map(String::as_str).unwrap_or("");
+        let ours = h.path == hook.path && OURS.contains(&name);
+        if ours {
+            if name == "disable-device-node-modification" {
+                args.push("--disable-device-node-modification".to_owned());
+            }
+            args.extend(h.args.iter().skip(at + 1).cloned());
+        }
+        !ours
+    });
+    if !args.is_empty() {
+        edits
+            .hooks
+            .push(hook.make(crate::applets::cdi_hook::JIT_HOOK, &args));
+    }
 }
 
 /// cdi: resolve the requested names (unqualified ones get the default kind) from the spec
@@ -135,6 +171,22 @@ pub fn inject_csv(spec: &mut Value, cfg: &Config, all_files: bool) -> Result<()>
             *first = "nvidia-cdi-hook".to_owned();
         }
     }
+    // The soname links of the listed libraries (`sym` entries for them are skipped, as upstream
+    // does) come from the loader-cache update over their directories.
+    let mut folders: Vec<String> = Vec::new();
+    for m in &edits.mounts {
+        if m.container_path.contains(".so")
+            && let Some((dir, _)) = m.container_path.rsplit_once('/')
+            && !folders.iter().any(|f| f == dir)
+        {
+            folders.push(dir.to_owned());
+        }
+    }
+    if !folders.is_empty() {
+        let hook = hook_command(None)?;
+        let args: Vec<String> = folders.iter().map(|f| format!("--folder={f}")).collect();
+        edits.hooks.push(hook.make("update-ldcache", &args));
+    }
     cdi::apply_edits(spec, &edits)
 }
 
@@ -178,4 +230,44 @@ fn allow_extra_rules(spec: &mut Value, plan: &Plan, edits: &ContainerEdits) -> R
     }
     oci::array_at_path(spec, &["linux", "resources", "devices"])?.extend(extra);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_hooks_run_as_one_process_in_upstreams_order() {
+        let hook = HookCommand::new("/usr/bin/nvbox".into(), vec!["PATH=/bin".into()]);
+        let mut edits = ContainerEdits {
+            hooks: vec![
+                hook.make("create-symlinks", &["--link=a::/b".into()]),
+                hook.make("disable-device-node-modification", &[]),
+                hook.make(
+                    "enable-cuda-compat",
+                    &["--host-driver-version=535.1".into()],
+                ),
+                hook.make("update-ldcache", &["--folder=/usr/lib64".into()]),
+            ],
+            ..ContainerEdits::default()
+        };
+        let mut other = hook.make("chmod", &["--mode=755".into()]);
+        other.path = "/elsewhere/tool".into();
+        edits.hooks.push(other.clone());
+        combine_hooks(&mut edits, &hook);
+        assert_eq!(edits.hooks.len(), 2);
+        assert_eq!(edits.hooks[0], other);
+        assert_eq!(
+            edits.hooks[1].args,
+            [
+                "nvidia-cdi-hook",
+                "nvbox-jit",
+                "--link=a::/b",
+                "--disable-device-node-modification",
+                "--host-driver-version=535.1",
+                "--folder=/usr/lib64"
+            ]
+        );
+        assert_eq!(edits.hooks[1].env, ["PATH=/bin"]);
+    }
 }
