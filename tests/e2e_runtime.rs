@@ -193,6 +193,31 @@ fn cdi_mode_qualifies_plain_ids() {
     }
 }
 
+/// A device plugin's `cdi.k8s.io/…` annotation is a request in auto mode, with no env at all.
+#[test]
+fn cdi_annotation_requests_devices() {
+    if !ready() {
+        return;
+    }
+    let host = eight_gpus();
+    let config = ShimConfig::new(host, "");
+    let specs = config.dir().join("cdi");
+    write_cdi_spec(&specs, host);
+    config.write(&format!(
+        "[nvidia-container-runtime.modes.cdi]\nspec-dirs = [\"{}\"]\n",
+        specs.display()
+    ));
+    let mut bundle = gpu_bundle(&[]);
+    bundle.spec["annotations"] =
+        serde_json::json!({"cdi.k8s.io/device-plugin": "nvidia.com/gpu=0"});
+    let run = run_shim(&mut bundle, &config.path, &[]);
+    created(&run);
+    let (entries, rules) = expected_cdi(host, &[0]);
+    let probe = parse_probe(&run.stdout);
+    assert_entries(&probe.entries, &entries);
+    assert_cgroup_rules(&run.devices_list, &rules, host, "rwm");
+}
+
 #[test]
 fn cdi_unresolvable_name_fails_create() {
     if !ready() {

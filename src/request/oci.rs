@@ -17,8 +17,7 @@ pub struct Container {
     pub privileged: bool,
     /// (source, destination) of each mount, in spec order.
     pub mounts: Vec<(String, String)>,
-    /// Read by CDI-annotation requests (runtime shim, cdi mode).
-    #[allow(dead_code)]
+    /// CDI requests from device plugins (runtime shim, cdi mode).
     pub annotations: BTreeMap<String, String>,
 }
 

@@ -136,6 +136,26 @@ fn resolve_mode(cfg: &Config, devices: &Devices) -> Result<&'static str> {
     })
 }
 
+/// Device names from annotations whose key starts with a configured prefix: keys in sorted
+/// order, values split on `,` (not validated or de-duplicated here, as upstream).
+fn cdi_annotation_devices(
+    annotations: &std::collections::BTreeMap<String, String>,
+    prefixes: &[String],
+) -> Vec<String> {
+    annotations
+        .iter()
+        .filter(|(k, _)| {
+            prefixes
+                .iter()
+                .any(|p| !p.is_empty() && k.starts_with(p.as_str()))
+        })
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 pub fn is_cdi_name(s: &str) -> bool {
     matches!(s.split_once('='), Some((kind, name)) if kind.contains('/') && !name.is_empty())
 }
@@ -159,7 +179,18 @@ fn modify_bundle(scan: &args::Scan, cfg: &Config, cfg_path: Option<&Path>) -> Re
     };
     let mut file = SpecFile::read(&bundle)?;
     let container = read_container(&file.value)?;
-    let req = request_from_container(&container, cfg)?;
+    let mut req = request_from_container(&container, cfg)?;
+    // CDI annotations (Kubernetes device plugins set `cdi.k8s.io/…`) come first, and only where
+    // CDI names can be honoured (toolkit §3.1).
+    if matches!(cfg.runtime.mode.as_str(), "auto" | "cdi") {
+        let names = cdi_annotation_devices(
+            &container.annotations,
+            &cfg.runtime.modes.cdi.annotation_prefixes,
+        );
+        if !names.is_empty() {
+            req.devices = Devices::Ids(names);
+        }
+    }
     let mode = resolve_mode(cfg, &req.devices)?;
     crate::info!("Using mode '{mode}' for {}", bundle.display());
     let changed = match mode {
@@ -214,4 +245,28 @@ fn hook_path(cfg: &Config) -> String {
     find_executable(configured)
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| format!("/usr/bin/{configured}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdi_names_from_annotations() {
+        let a: std::collections::BTreeMap<String, String> = [
+            ("cdi.k8s.io/b", "nvidia.com/gpu=1, nvidia.com/gpu=3"),
+            ("cdi.k8s.io/a", "nvidia.com/gpu=0,"),
+            ("other/x", "nvidia.com/gpu=7"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let prefixes = vec!["cdi.k8s.io/".to_owned()];
+        assert_eq!(
+            cdi_annotation_devices(&a, &prefixes),
+            ["nvidia.com/gpu=0", "nvidia.com/gpu=1", "nvidia.com/gpu=3"]
+        );
+        assert!(cdi_annotation_devices(&a, &[]).is_empty());
+        assert!(is_cdi_name("nvidia.com/gpu=0") && !is_cdi_name("0") && !is_cdi_name("a=b"));
+    }
 }
