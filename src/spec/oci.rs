@@ -1,6 +1,8 @@
 //! A bundle's config.json, edited as a `serde_json::Value` so that every field we do not know
 //! survives (upstream decodes into a typed struct and drops or rejects unknown fields), and
-//! written back atomically: temp file, fsync, rename, with the original mode.
+//! written back atomically: temp file, rename, with the original mode. No fsync: a bundle does
+//! not outlive a host crash (the engine discards it), readers only need the rename's
+//! atomicity, and an fsync costs milliseconds on every container start.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -33,7 +35,7 @@ impl SpecFile {
         Ok(SpecFile { path, value })
     }
 
-    /// Replace the file: a sibling temp file with the same mode, fsynced, renamed over it.
+    /// Replace the file: a sibling temp file with the same mode, renamed over it.
     pub fn write(&self) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let mode = std::fs::metadata(&self.path)
@@ -48,7 +50,6 @@ impl SpecFile {
                 .open(&tmp)?;
             serde_json::to_writer(&mut f, &self.value)?;
             f.write_all(b"\n")?;
-            f.sync_all()?;
             std::fs::rename(&tmp, &self.path)
         };
         write().map_err(|e| {
