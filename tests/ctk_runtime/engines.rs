@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A private dockerd reading the daemon.json we wrote must list our runtime.
+/// A private dockerd reading the daemon.json we wrote lists our runtime as the default, and a
+/// plain `docker run` asking for GPU 1 of a simulated host gets it through that runtime.
 #[test]
 fn real_dockerd_lists_the_configured_runtime() {
-    if !have_prerequisites(&[DOCKERD, DOCKER]) {
+    if !have_prerequisites(&[DOCKERD, DOCKER, BUSYBOX]) {
         return;
     }
+    let host = shared_host(&["--gpus", "2"]);
     let tmp = TempDir::new("rtcfg-dockerd");
     let d = tmp.path();
     let cfg = d.join("daemon.json");
@@ -50,6 +52,7 @@ fn real_dockerd_lists_the_configured_runtime() {
                 "PATH",
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
+            .env("NVIDIA_CTK_CONFIG_FILE_PATH", &host.config)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -85,6 +88,40 @@ fn real_dockerd_lists_the_configured_runtime() {
     );
     let out = docker(&["info", "--format", "{{.DefaultRuntime}}"]);
     assert_eq!(stdout(&out).trim(), "nvidia");
+
+    // The node as configured runs a GPU container: no --runtime flag, the default is ours.
+    let rootfs = d.join("rootfs");
+    make_rootfs(&rootfs, true);
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .args(["-c", "."])
+        .output()
+        .unwrap();
+    let mut import = Command::new(DOCKER)
+        .env("DOCKER_CONFIG", d.join("client"))
+        .args(["-H", &socket, "import", "-", "nvbox-rtcfg"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+    assert!(import.wait().unwrap().success());
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-e",
+        "NVIDIA_VISIBLE_DEVICES=1",
+        "nvbox-rtcfg",
+        "sh",
+        "-c",
+        "stat -c '%t:%T' /dev/nvidia1; ls /dev | grep -c '^nvidia[0-9]'",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "c3:1\n1\n");
 }
 
 /// Stops dockerd (and the containerd it started) on drop, panics included.
