@@ -33,7 +33,7 @@ fn docker_runtime_nvidia() {
     }
     let host = shared_host(&[]);
     let config = ShimConfig::new(host, "");
-    let daemon = ShimDockerd::start(&config.path, &daemon_json(Some("nvidia")));
+    let daemon = shim_dockerd(&config.path, &daemon_json(Some("nvidia")));
     let image = TempDir::new("image");
     let rootfs = image.path().join("rootfs");
     make_rootfs(&rootfs, true);

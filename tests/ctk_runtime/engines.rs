@@ -4,9 +4,8 @@
 use super::ctk;
 use crate::common::container::*;
 use crate::common::*;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 /// A private dockerd reading the daemon.json we wrote lists our runtime as the default, and a
 /// plain `docker run` asking for GPU 1 of a simulated host gets it through that runtime.
@@ -33,51 +32,8 @@ fn real_dockerd_lists_the_configured_runtime() {
         "--set-as-default",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let socket = format!("unix://{}/docker.sock", d.display());
-    let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
-    let mut daemon = DaemonGuard(
-        Command::new(DOCKERD)
-            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
-            .args(["--storage-driver=vfs", "-H", &socket])
-            .arg("--config-file")
-            .arg(&cfg)
-            .arg("--data-root")
-            .arg(d.join("data"))
-            .arg("--exec-root")
-            .arg(d.join("exec"))
-            .arg("--pidfile")
-            .arg(d.join("pid"))
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env("NVIDIA_CTK_CONFIG_FILE_PATH", &host.config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-        d.join("exec/containerd/containerd.pid"),
-    );
-    let docker = |args: &[&str]| {
-        Command::new(DOCKER)
-            .env("DOCKER_CONFIG", d.join("client"))
-            .args(["-H", &socket])
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !docker(&["version"]).status.success() {
-        let log = std::fs::read_to_string(d.join("dockerd.log")).unwrap_or_default();
-        assert!(
-            daemon.0.try_wait().unwrap().is_none(),
-            "dockerd exited:\n{log}"
-        );
-        assert!(Instant::now() < deadline, "dockerd did not come up:\n{log}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let daemon = Dockerd::start_with(&host.config, DaemonConfig::File(&cfg), SYSTEM_PATH);
+    let docker = |args: &[&str]| daemon.docker(args);
     let out = docker(&["info", "--format", "{{json .Runtimes}}"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let runtimes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -92,22 +48,7 @@ fn real_dockerd_lists_the_configured_runtime() {
     // The node as configured runs a GPU container: no --runtime flag, the default is ours.
     let rootfs = d.join("rootfs");
     make_rootfs(&rootfs, true);
-    let tar = Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .args(["-c", "."])
-        .output()
-        .unwrap();
-    let mut import = Command::new(DOCKER)
-        .env("DOCKER_CONFIG", d.join("client"))
-        .args(["-H", &socket, "import", "-", "nvbox-rtcfg"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
-    assert!(import.wait().unwrap().success());
+    daemon.import(&rootfs, "nvbox-rtcfg");
     let out = docker(&[
         "run",
         "--rm",
@@ -122,34 +63,6 @@ fn real_dockerd_lists_the_configured_runtime() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "c3:1\n1\n");
-}
-
-/// Stops dockerd (and the containerd it started) on drop, panics included.
-struct DaemonGuard(Child, PathBuf);
-
-impl Drop for DaemonGuard {
-    fn drop(&mut self) {
-        use nix::sys::signal::{Signal, kill};
-        use nix::unistd::Pid;
-        let containerd: Option<i32> = std::fs::read_to_string(&self.1)
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
-        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline && self.0.try_wait().ok().flatten().is_none() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-        if let Some(c) = containerd {
-            let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
-            if comm.trim() == "containerd" {
-                let _ = kill(Pid::from_raw(c), Signal::SIGKILL);
-            }
-        }
-    }
 }
 
 /// containerd itself merges the top-level file and our drop-in: `config dump` shows the runtime.

@@ -7,6 +7,20 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Where a private dockerd gets its daemon.json.
+pub enum DaemonConfig<'a> {
+    /// None: dockerd's built-in defaults (`--config-file` pointing at a file that is absent
+    /// would be an error, so no flag at all).
+    Defaults,
+    /// A file someone else wrote (e.g. `nvidia-ctk runtime configure`).
+    File(&'a Path),
+    /// Contents to write into the daemon's own directory.
+    Json(&'a serde_json::Value),
+}
+
+/// PATH for dockerd when the applets must not be on it.
+pub const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// A private dockerd (and the containerd it starts), stopped on drop, panics included.
 pub struct Dockerd {
     dir: TempDir,
@@ -18,15 +32,31 @@ impl Dockerd {
     /// PATH starts with the applet directory: dockerd registers `--gpus` only if it finds
     /// nvidia-container-runtime-hook at startup, and hands its own environment to the hook.
     pub fn start(host: &Host) -> Dockerd {
+        let path = format!("{}:{SYSTEM_PATH}", applet_dir().display());
+        Dockerd::start_with(&host.config, DaemonConfig::Defaults, &path)
+    }
+
+    /// dockerd with `NVIDIA_CTK_CONFIG_FILE_PATH=config` and exactly `path` as its PATH (its
+    /// environment is what the runtime and the hook see).
+    pub fn start_with(config: &Path, daemon: DaemonConfig, path: &str) -> Dockerd {
         let dir = TempDir::new("dockerd");
         let d = dir.path();
         let socket = format!("unix://{}/docker.sock", d.display());
         let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
-        let path = format!(
-            "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            applet_dir().display()
-        );
-        let child = Command::new(DOCKERD)
+        let json_file = d.join("daemon.json");
+        let config_file = match daemon {
+            DaemonConfig::Defaults => None,
+            DaemonConfig::File(f) => Some(f.to_path_buf()),
+            DaemonConfig::Json(v) => {
+                std::fs::write(&json_file, serde_json::to_vec_pretty(v).unwrap()).unwrap();
+                Some(json_file)
+            }
+        };
+        let mut cmd = Command::new(DOCKERD);
+        if let Some(f) = &config_file {
+            cmd.arg("--config-file").arg(f);
+        }
+        let child = cmd
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
             .args(["--storage-driver=vfs", "-H", &socket])
             .arg("--data-root")
@@ -37,7 +67,7 @@ impl Dockerd {
             .arg(d.join("pid"))
             .env_clear()
             .env("PATH", path)
-            .env("NVIDIA_CTK_CONFIG_FILE_PATH", &host.config)
+            .env("NVIDIA_CTK_CONFIG_FILE_PATH", config)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -4,7 +4,8 @@
 
 use super::{CONMON, CTR, PODMAN, shim_env_path, shim_path};
 use crate::common::TempDir;
-use crate::common::container::{CONTAINERD, DOCKER, DOCKERD, text};
+use crate::common::container::{CONTAINERD, text};
+use crate::common::container::{DaemonConfig, Dockerd};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -53,90 +54,14 @@ fn wait_until(what: &str, log: &Path, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// A private dockerd configured by a daemon.json, with the shim's config in its environment
-/// (containerd and its shims inherit it, and so does the runtime they exec).
-pub struct ShimDockerd {
-    dir: TempDir,
-    child: Child,
-    pub socket: String,
-}
-
-impl ShimDockerd {
-    pub fn start(shim_config: &Path, daemon_json: &Value) -> ShimDockerd {
-        let dir = TempDir::new("shim-dockerd");
-        let d = dir.path();
-        let socket = format!("unix://{}/docker.sock", d.display());
-        let json_path = d.join("daemon.json");
-        std::fs::write(&json_path, serde_json::to_vec_pretty(daemon_json).unwrap()).unwrap();
-        let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
-        let child = Command::new(DOCKERD)
-            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
-            .args(["--storage-driver=vfs", "-H", &socket])
-            .arg("--config-file")
-            .arg(&json_path)
-            .arg("--data-root")
-            .arg(d.join("data"))
-            .arg("--exec-root")
-            .arg(d.join("exec"))
-            .arg("--pidfile")
-            .arg(d.join("pid"))
-            .env_clear()
-            .env("PATH", shim_env_path())
-            .env("NVIDIA_CTK_CONFIG_FILE_PATH", shim_config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let daemon = ShimDockerd { dir, child, socket };
-        let log = daemon.dir.path().join("dockerd.log");
-        wait_until("dockerd", &log, || {
-            daemon.docker(&["version"]).status.success()
-        });
-        daemon
-    }
-
-    /// The end of dockerd's log, for failure messages.
-    pub fn log(&self) -> String {
-        log_tail(&self.dir.path().join("dockerd.log"))
-    }
-
-    pub fn command(&self) -> Command {
-        let mut c = Command::new(DOCKER);
-        c.env("DOCKER_CONFIG", self.dir.path().join("client"));
-        c.args(["-H", &self.socket]);
-        c
-    }
-
-    pub fn docker(&self, args: &[&str]) -> Output {
-        self.command().args(args).output().unwrap()
-    }
-
-    /// `tar -C rootfs -c . | docker import - NAME`.
-    pub fn import(&self, rootfs: &Path, name: &str) {
-        let out = pipe_tar(rootfs, self.command().args(["import", "-", name]));
-        assert!(out.status.success(), "docker import: {}", text(&out.stderr));
-    }
-
-    fn containerd_pid(&self) -> Option<i32> {
-        let f = self.dir.path().join("exec/containerd/containerd.pid");
-        std::fs::read_to_string(f).ok()?.trim().parse().ok()
-    }
-}
-
-impl Drop for ShimDockerd {
-    fn drop(&mut self) {
-        let containerd = self.containerd_pid();
-        stop(&mut self.child);
-        // dockerd stops its containerd on a clean exit; after a forced one it would linger.
-        if let Some(c) = containerd {
-            let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
-            if comm.trim() == "containerd" {
-                use nix::sys::signal::{Signal, kill};
-                let _ = kill(nix::unistd::Pid::from_raw(c), Signal::SIGKILL);
-            }
-        }
-    }
+/// A private dockerd for the shim: a daemon.json registering it, its env carrying the shim's
+/// config and the applets on PATH.
+pub fn shim_dockerd(shim_config: &Path, daemon_json: &Value) -> Dockerd {
+    Dockerd::start_with(
+        shim_config,
+        DaemonConfig::Json(daemon_json),
+        &shim_env_path(),
+    )
 }
 
 /// `tar -C rootfs -c .` into the stdin of `cmd`.
