@@ -265,49 +265,6 @@ pub fn assert_jit_injected(probe: &Probe, want: &Expected) {
     }
 }
 
-pub fn assert_entries(got: &BTreeMap<String, String>, want: &BTreeMap<String, String>) {
-    let missing: Vec<_> = want.iter().filter(|(k, _)| !got.contains_key(*k)).collect();
-    let extra: Vec<_> = got.iter().filter(|(k, _)| !want.contains_key(*k)).collect();
-    let wrong: Vec<_> = want
-        .iter()
-        .filter_map(|(k, v)| {
-            got.get(k)
-                .filter(|g| *g != v)
-                .map(|g| format!("{k}: want {v}, got {g}"))
-        })
-        .collect();
-    assert!(
-        missing.is_empty() && extra.is_empty() && wrong.is_empty(),
-        "container contents differ\nmissing: {missing:#?}\nunexpected: {extra:#?}\nwrong: {wrong:#?}"
-    );
-}
-
-/// The device cgroup rules for the driver's majors are exactly `want` with `access` (runc
-/// writes the spec's `rwm`; the legacy hook writes `rw`).
-pub fn assert_cgroup_rules(devices_list: &str, want: &BTreeSet<String>, host: &Host, access: &str) {
-    let majors: BTreeSet<String> = host
-        .read("/proc/devices")
-        .lines()
-        .take_while(|l| !l.starts_with("Block"))
-        .filter_map(|l| l.trim().split_once(' '))
-        .filter(|(_, name)| name.starts_with("nvidia"))
-        .map(|(m, _)| m.to_string())
-        .collect();
-    let ours: BTreeSet<String> = devices_list
-        .lines()
-        .filter(|l| {
-            let node = l.split(' ').nth(1).unwrap_or("");
-            majors.contains(node.split(':').next().unwrap_or(""))
-        })
-        .map(str::to_string)
-        .collect();
-    let want: BTreeSet<String> = want.iter().map(|c| format!("{c} {access}")).collect();
-    assert_eq!(
-        ours, want,
-        "device cgroup rules for the driver's majors:\n{devices_list}"
-    );
-}
-
 /// The mock's 64-bit libcuda: (host path, container file name).
 pub fn mock_libcuda(host: &Host) -> (PathBuf, String) {
     let lib = host

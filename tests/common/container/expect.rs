@@ -295,7 +295,7 @@ pub fn expected(host: &Host, devices: &str, caps: &[&str], rootfs: &Path) -> Exp
 
 /// Every expected entry and nothing else at the watched paths, with the driver's procfs files.
 pub fn assert_injected(probe: &Probe, want: &Expected, host: &Host) {
-    assert_same(&probe.entries, &want.entries);
+    assert_entries(&probe.entries, &want.entries);
     let params = host.read("/proc/driver/nvidia/params").replacen(
         "ModifyDeviceFiles: 1",
         "ModifyDeviceFiles: 0",
@@ -326,12 +326,13 @@ pub fn assert_nothing_injected(probe: &Probe) {
     {
         own.insert(e.path().display().to_string(), "directory".to_string());
     }
-    assert_same(&probe.entries, &own);
+    assert_entries(&probe.entries, &own);
     let host_file = |f: &str| std::fs::read_to_string(f).unwrap_or_default();
     assert_eq!(probe.params, host_file("/proc/driver/nvidia/params"));
 }
 
-fn assert_same(got: &BTreeMap<String, String>, want: &BTreeMap<String, String>) {
+/// The container's entries are exactly `want`: nothing missing, nothing extra, nothing different.
+pub fn assert_entries(got: &BTreeMap<String, String>, want: &BTreeMap<String, String>) {
     let missing: Vec<_> = want.iter().filter(|(k, _)| !got.contains_key(*k)).collect();
     let extra: Vec<_> = got.iter().filter(|(k, _)| !want.contains_key(*k)).collect();
     let wrong: Vec<_> = want
@@ -351,6 +352,12 @@ fn assert_same(got: &BTreeMap<String, String>, want: &BTreeMap<String, String>) 
 /// The device cgroup allows `rw` on every injected node and nothing else of the driver's majors.
 /// `want` holds `c MAJ:MIN` entries ([`Expected::cgroup`], or empty for a plain container).
 pub fn assert_cgroup(devices_list: &str, want: &BTreeSet<String>, host: &Host) {
+    assert_cgroup_rules(devices_list, want, host, "rw");
+}
+
+/// The device cgroup rules for the driver's majors are exactly `want` with `access` (runc
+/// writes the spec's `rwm`; the legacy hook writes `rw`).
+pub fn assert_cgroup_rules(devices_list: &str, want: &BTreeSet<String>, host: &Host, access: &str) {
     let majors: BTreeSet<String> = host
         .read("/proc/devices")
         .lines()
@@ -367,9 +374,9 @@ pub fn assert_cgroup(devices_list: &str, want: &BTreeSet<String>, host: &Host) {
         })
         .map(str::to_string)
         .collect();
-    let rw: BTreeSet<String> = want.iter().map(|c| format!("{c} rw")).collect();
+    let want: BTreeSet<String> = want.iter().map(|c| format!("{c} {access}")).collect();
     assert_eq!(
-        ours, rw,
+        ours, want,
         "device cgroup rules for the driver's majors:\n{devices_list}"
     );
 }
