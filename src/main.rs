@@ -21,6 +21,8 @@ mod require;
 mod select;
 mod spec;
 mod sys;
+#[cfg(test)]
+mod testing;
 mod version;
 
 use std::ffi::OsString;

@@ -423,13 +423,7 @@ fn write_cache_sorts_dedups_and_round_trips() {
 
 // ----- checks against the system's glibc -----
 
-/// Outside CI a missing tool or privilege skips the test; in CI it fails it.
-fn skip(reason: &str) {
-    if env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{reason} (required when CI=true)");
-    }
-    println!("SKIP {reason}");
-}
+use crate::testing::skip_or_fail as skip;
 
 struct TempDir(PathBuf);
 

@@ -289,13 +289,7 @@ mod tests {
         dir
     }
 
-    /// A missing prerequisite skips the test locally but fails it in CI.
-    fn skip(reason: &str) {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{reason} (required when CI=true)");
-        }
-        eprintln!("SKIP {reason}");
-    }
+    use crate::testing::skip_or_fail as skip;
 
     /// Runs a host tool; `None` (test skipped) where it is not installed.
     fn run(tool: &str, args: &[&str]) -> Option<(bool, String, String)> {

@@ -67,7 +67,7 @@ fn is_root() -> bool {
 #[test]
 fn spec_validates_at_its_minimum_version() {
     if !is_root() {
-        eprintln!("SKIP mock device nodes need root");
+        crate::testing::skip_or_fail("mock device nodes need root");
         return;
     }
     let (_d, host) = mock_host("min", 2, 0);
@@ -86,7 +86,7 @@ fn spec_validates_at_its_minimum_version() {
 fn mig_parents_get_no_full_gpu_entry() {
     if !is_root() {
         // Without root the mock has no device nodes, and MIG entries have nothing to carry.
-        eprintln!("SKIP mock device nodes need root");
+        crate::testing::skip_or_fail("mock device nodes need root");
         return;
     }
     let (_d, host) = mock_host("mig", 1, 2);
@@ -132,7 +132,7 @@ fn ctk_hook_path_switches_the_argument_form() {
 #[test]
 fn devices_repeat_nothing_of_the_common_edits() {
     if !is_root() {
-        eprintln!("SKIP mock device nodes need root");
+        crate::testing::skip_or_fail("mock device nodes need root");
         return;
     }
     let (_d, host) = mock_host("tidy", 2, 0);

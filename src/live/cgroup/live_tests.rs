@@ -18,13 +18,7 @@ const RANDOM: DeviceRule = DeviceRule { major: 1, minor: 8 };
 const URANDOM: DeviceRule = DeviceRule { major: 1, minor: 9 };
 const ZERO: DeviceRule = DeviceRule { major: 1, minor: 5 };
 
-/// A missing prerequisite skips the test locally but fails it in CI.
-fn skip(reason: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{reason} (required when CI=true)");
-    }
-    eprintln!("SKIP {reason}");
-}
+use crate::testing::skip_or_fail as skip;
 
 /// A child cgroup, removed on drop (its programs go with it).
 struct TempCgroup(PathBuf);
