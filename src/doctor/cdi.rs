@@ -8,7 +8,9 @@ use std::path::Path;
 use nix::sys::stat::{SFlag, major, minor, stat};
 
 use super::{Context, Finding};
+use crate::discover::Roots;
 use crate::discover::driver::read_driver;
+use crate::discover::gpus::read_gpus;
 use crate::spec::cdi::{LoadedSpec, load_registry};
 
 pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
@@ -34,7 +36,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         if err.message.starts_with("conflicting device") {
             // Reported once per spec of the pair: one line for the pair is enough.
             if conflicts.insert(err.message.clone()) {
-                out.push(conflict_finding(&err.message, &registry.specs(), &err.path));
+                out.push(conflict_finding(&err.message, registry.specs(), &err.path));
             }
         } else {
             out.push(Finding::fail(
@@ -49,8 +51,12 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         failed = true;
     }
     let driver = read_driver(&ctx.roots).ok().map(|d| d.version);
+    let host = HostNodes {
+        majors: driver_majors(&ctx.roots),
+        checked: driver_nodes(&ctx.roots),
+    };
     for loaded in registry.specs() {
-        if let Some(f) = check_stale(loaded, driver.as_deref()) {
+        if let Some(f) = check_stale(loaded, driver.as_deref(), &host) {
             out.push(f);
             failed = true;
         }
@@ -93,30 +99,34 @@ fn conflict_finding(message: &str, specs: &[LoadedSpec], path: &Path) -> Finding
 
 /// A spec written for another driver or another boot: device numbers that differ from the
 /// host's nodes, or driver libraries of another version.
-fn check_stale(loaded: &LoadedSpec, driver: Option<&str>) -> Option<Finding> {
+fn check_stale(loaded: &LoadedSpec, driver: Option<&str>, host: &HostNodes) -> Option<Finding> {
     let spec = &loaded.spec;
     let edits = std::iter::once(&spec.container_edits)
         .chain(spec.devices.iter().map(|d| &d.container_edits));
     let mut problems = Vec::new();
     for e in edits.clone() {
         for node in &e.device_nodes {
-            let host = node.host_path.as_deref().unwrap_or(&node.path);
+            let host_path = node.host_path.as_deref().unwrap_or(&node.path);
             let (Some(ma), Some(mi)) = (node.major, node.minor) else {
                 continue;
             };
-            match stat(host) {
+            match stat(host_path) {
                 Ok(st)
                     if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
                         == SFlag::S_IFCHR =>
                 {
                     let (hma, hmi) = (major(st.st_rdev) as i64, minor(st.st_rdev) as i64);
-                    if (hma, hmi) != (ma, mi) {
+                    // A host node with a number the driver never registered is the node's
+                    // fault (the driver check says so); regenerating would copy the mistake.
+                    if (hma, hmi) != (ma, mi) && host.majors.contains(&hma) {
                         problems.push(format!(
-                            "{host} is {hma}:{hmi} on the host, {ma}:{mi} in the spec"
+                            "{host_path} is {hma}:{hmi} on the host, {ma}:{mi} in the spec"
                         ));
                     }
                 }
-                _ => problems.push(format!("{host} is not a device node on the host")),
+                // A node the driver check expects is reported there, with its own fix.
+                _ if host.checked.contains(&node.path) => {}
+                _ => problems.push(format!("{host_path} is not a device node on the host")),
             }
         }
     }
@@ -139,6 +149,9 @@ fn check_stale(loaded: &LoadedSpec, driver: Option<&str>) -> Option<Finding> {
             ));
         }
     }
+    // A node shared by several devices (`0`, its UUID, `all`) is one problem.
+    let mut seen = BTreeSet::new();
+    problems.retain(|p| seen.insert(p.clone()));
     if problems.is_empty() {
         return None;
     }
@@ -151,6 +164,36 @@ fn check_stale(loaded: &LoadedSpec, driver: Option<&str>) -> Option<Finding> {
         ),
         format!("nvidia-ctk cdi generate --output={file}"),
     ))
+}
+
+/// What the host's own nodes are judged by, so that a broken node is not blamed on the spec.
+struct HostNodes {
+    /// Character majors the NVIDIA modules registered.
+    majors: Vec<i64>,
+    /// Container paths of the nodes the driver check already verifies.
+    checked: BTreeSet<String>,
+}
+
+fn driver_nodes(roots: &Roots) -> BTreeSet<String> {
+    let mut nodes: BTreeSet<String> =
+        ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]
+            .map(String::from)
+            .into();
+    for gpu in read_gpus(roots).unwrap_or_default() {
+        nodes.insert(format!("/dev/nvidia{}", gpu.minor));
+    }
+    nodes
+}
+
+/// Every character major the NVIDIA modules registered in /proc/devices.
+fn driver_majors(roots: &Roots) -> Vec<i64> {
+    let text = std::fs::read_to_string(roots.proc_path("/proc/devices")).unwrap_or_default();
+    text.lines()
+        .take_while(|l| !l.starts_with("Block"))
+        .filter_map(|l| l.trim().split_once(char::is_whitespace))
+        .filter(|(_, name)| name.trim().starts_with("nvidia"))
+        .filter_map(|(m, _)| m.parse().ok())
+        .collect()
 }
 
 /// The driver version a library file name carries (`libcuda.so.535.104.05`); versions of
