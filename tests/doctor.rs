@@ -603,3 +603,24 @@ fn stale_cdi_spec_lists_a_gpu_the_host_lost() {
     let (code, lines) = s.doctor(&[]);
     assert_healthy(code, &lines);
 }
+
+#[test]
+fn config_toml_root_that_does_not_exist() {
+    let Some(s) = Setup::new() else { return };
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let moved = text.replace(
+        &format!("sys-root = \"{}\"", s.host.display()),
+        "sys-root = \"/nonexistent/nvbox-doctor/sys\"",
+    );
+    assert_ne!(text, moved, "the mock's config.toml sets sys-root");
+    std::fs::write(&s.config, moved).unwrap();
+    let (code, lines) = s.doctor_read_only(&[]);
+    let c = s.config.display();
+    assert_eq!(
+        not_ok(&lines),
+        [format!(
+            "fail  config.toml nvbox.sys-root  — \"/nonexistent/nvbox-doctor/sys\" is not a directory: every GPU lookup fails; fix: nvidia-ctk config --config-file={c} --in-place --set nvbox.sys-root=<existing directory>"
+        )]
+    );
+    assert_eq!(code, 1);
+}

@@ -105,7 +105,7 @@ pub fn check_rootless(no_cgroups: bool, rootless: Option<u32>, config: &Path) ->
                 "engine pid {pid} runs rootless but {shown} leaves nvidia-container-cli.no-cgroups false: GPU containers fail to start (the cgroup is not the engine's to write)"
             ),
             format!(
-                "nvidia-ctk --config={shown} config --in-place --set nvidia-container-cli.no-cgroups"
+                "nvidia-ctk config --config-file={shown} --in-place --set nvidia-container-cli.no-cgroups"
             ),
         )
     })

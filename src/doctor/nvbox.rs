@@ -58,7 +58,7 @@ fn check_config(ctx: &Context, out: &mut Vec<Finding>) {
                 format!("config.toml {key}"),
                 format!("{dir:?} is not a directory: every GPU lookup fails"),
                 format!(
-                    "nvidia-ctk --config={shown} config --in-place --set {key}=<existing directory>"
+                    "nvidia-ctk config --config-file={shown} --in-place --set {key}=<existing directory>"
                 ),
             ));
         }
