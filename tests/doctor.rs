@@ -4,201 +4,17 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "doctor/dockerd.rs"]
+mod dockerd;
+#[path = "doctor/setup.rs"]
+mod setup;
+
 use std::time::{Duration, Instant};
 
 use common::container::{DOCKER, DOCKERD, applet_dir, have_prerequisites};
 use common::*;
-
-/// A mock host with config.toml, one generated CDI spec, a daemon.json and a containerd config
-/// whose nvidia runtime comes from an imported drop-in — all healthy.
-struct Setup {
-    dir: TempDir,
-    host: PathBuf,
-    config: PathBuf,
-    cdi: PathBuf,
-    spec: PathBuf,
-    daemon_json: PathBuf,
-    containerd: PathBuf,
-}
-
-impl Setup {
-    /// None (after SKIP) when not root: the mock's device nodes need mknod.
-    fn new() -> Option<Setup> {
-        if !is_root() {
-            skip_or_fail("nvbox mock needs root for its device nodes");
-            return None;
-        }
-        let dir = TempDir::new("doctor");
-        let d = dir.path().to_path_buf();
-        let host = d.join("host");
-        let config = d.join("config.toml");
-        std::fs::write(&config, mock(&host, &["--gpus", "2"])).unwrap();
-        let cdi = d.join("cdi");
-        std::fs::create_dir_all(&cdi).unwrap();
-        let daemon_json = d.join("daemon.json");
-        let runtime = applet_dir().join("nvidia-container-runtime");
-        let json = serde_json::json!({"runtimes": {"nvidia": {"args": [], "path": runtime}}});
-        std::fs::write(&daemon_json, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
-        let containerd = d.join("containerd/config.toml");
-        std::fs::create_dir_all(d.join("containerd/conf.d")).unwrap();
-        std::fs::write(
-            &containerd,
-            format!(
-                "version = 2\nimports = [\"{}/containerd/conf.d/*.toml\"]\n",
-                d.display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("containerd/conf.d/99-nvidia.toml"),
-            format!(
-                "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvidia]\nruntime_type = \"io.containerd.runc.v2\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvidia.options]\nBinaryName = \"{}\"\n",
-                runtime.display()
-            ),
-        )
-        .unwrap();
-        let s = Setup {
-            spec: cdi.join("nvidia.json"),
-            dir,
-            host,
-            config,
-            cdi,
-            daemon_json,
-            containerd,
-        };
-        s.generate_spec();
-        Some(s)
-    }
-
-    fn env_path() -> String {
-        format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", applet_dir().display())
-    }
-
-    /// `nvidia-ctk cdi generate --output=SPEC` for the mock host: also the fix the doctor gives.
-    fn generate_spec(&self) {
-        let out = command(nvbox())
-            .env("NVIDIA_CTK_CONFIG_FILE_PATH", &self.config)
-            .args(["nvidia-ctk", "cdi", "generate", "--format", "json"])
-            .arg(format!("--output={}", self.spec.display()))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "cdi generate: {}", stderr(&out));
-    }
-
-    /// The doctor's exit code and lines, the roots given explicitly so that a broken
-    /// config.toml does not send it to the real host.
-    fn doctor(&self, extra: &[&str]) -> (i32, Vec<String>) {
-        let h = self.host.to_str().unwrap();
-        let out = command(nvbox())
-            .env("NVIDIA_CTK_CONFIG_FILE_PATH", &self.config)
-            .env("PATH", Self::env_path())
-            .arg("doctor")
-            .args([
-                "--root",
-                h,
-                "--dev-root",
-                h,
-                "--proc-root",
-                h,
-                "--sys-root",
-                h,
-            ])
-            .arg(format!("--docker-config={}", self.daemon_json.display()))
-            .arg(format!("--containerd-config={}", self.containerd.display()))
-            .arg(format!("--cdi-spec-dirs={}", self.cdi.display()))
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(stderr(&out).is_empty(), "stderr: {}", stderr(&out));
-        let lines = stdout(&out).lines().map(str::to_string).collect();
-        (out.status.code().unwrap(), lines)
-    }
-
-    /// Every file under the scratch dir (mock tree and configs): kind, size, mtime, mode, rdev,
-    /// content hash of regular files, link target.
-    fn snapshot(&self) -> BTreeMap<PathBuf, String> {
-        fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
-            for e in std::fs::read_dir(dir).unwrap().flatten() {
-                let p = e.path();
-                let m = std::fs::symlink_metadata(&p).unwrap();
-                let mut v = format!(
-                    "{:o} {} {} {}.{}",
-                    m.mode(),
-                    m.len(),
-                    m.rdev(),
-                    m.mtime(),
-                    m.mtime_nsec()
-                );
-                if m.file_type().is_symlink() {
-                    v += &format!(" -> {}", std::fs::read_link(&p).unwrap().display());
-                } else if m.is_file() {
-                    let bytes = std::fs::read(&p).unwrap();
-                    let sum = bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
-                        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-                    });
-                    v += &format!(" {sum:x}");
-                }
-                out.insert(p.clone(), v);
-                if m.is_dir() {
-                    walk(&p, out);
-                }
-            }
-        }
-        let mut out = BTreeMap::new();
-        walk(self.dir.path(), &mut out);
-        out
-    }
-
-    /// The doctor with a snapshot around it: nothing it reads may change.
-    fn doctor_read_only(&self, extra: &[&str]) -> (i32, Vec<String>) {
-        let before = self.snapshot();
-        let got = self.doctor(extra);
-        assert_eq!(before, self.snapshot(), "the doctor changed files");
-        got
-    }
-}
-
-fn not_ok(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .filter(|l| !l.starts_with("ok "))
-        .cloned()
-        .collect()
-}
-
-fn assert_healthy(code: i32, lines: &[String]) {
-    assert_eq!(
-        not_ok(lines),
-        Vec::<String>::new(),
-        "all lines:\n{}",
-        lines.join("\n")
-    );
-    assert_eq!(code, 0);
-    for check in [
-        "driver version",
-        "device nodes",
-        "ModifyDeviceFiles",
-        "GPUs",
-        "persistence daemon",
-        "config.toml",
-        "applets on PATH",
-        "CDI specs",
-        "docker runtime",
-        "containerd runtime",
-        "cgroups",
-    ] {
-        let prefix = format!("ok    {check}  — ");
-        assert!(
-            lines.iter().any(|l| l.starts_with(&prefix)),
-            "no ok line for {check}:\n{}",
-            lines.join("\n")
-        );
-    }
-}
+use dockerd::Dockerd;
+use setup::{Setup, assert_healthy, not_ok};
 
 #[test]
 fn healthy_host_is_all_ok_and_json_agrees() {
@@ -439,85 +255,6 @@ fn applet_missing_from_path() {
     assert_eq!(out.status.code(), Some(1));
 }
 
-/// A private dockerd reading `config`, with exactly `path` as its PATH; stopped on drop.
-struct Dockerd {
-    dir: TempDir,
-    child: Child,
-}
-
-impl Dockerd {
-    fn start(config: &Path, path: &str) -> Dockerd {
-        let dir = TempDir::new("doctor-dockerd");
-        let d = dir.path();
-        let socket = format!("unix://{}/docker.sock", d.display());
-        let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
-        let child = Command::new(DOCKERD)
-            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
-            .args(["--storage-driver=vfs", "-H", &socket])
-            .arg("--config-file")
-            .arg(config)
-            .arg("--data-root")
-            .arg(d.join("data"))
-            .arg("--exec-root")
-            .arg(d.join("exec"))
-            .arg("--pidfile")
-            .arg(d.join("pid"))
-            .env_clear()
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let daemon = Dockerd { dir, child };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let up = Command::new(DOCKER)
-                .env("DOCKER_CONFIG", daemon.dir.path().join("client"))
-                .args(["-H", &socket, "version"])
-                .output()
-                .unwrap();
-            if up.status.success() {
-                return daemon;
-            }
-            let log =
-                std::fs::read_to_string(daemon.dir.path().join("dockerd.log")).unwrap_or_default();
-            assert!(Instant::now() < deadline, "dockerd did not come up:\n{log}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        use nix::sys::signal::{Signal, kill};
-        use nix::unistd::Pid;
-        let containerd: Option<i32> =
-            std::fs::read_to_string(self.dir.path().join("exec/containerd/containerd.pid"))
-                .ok()
-                .and_then(|t| t.trim().parse().ok());
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline && self.child.try_wait().ok().flatten().is_none() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if let Some(c) = containerd {
-            let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
-            if comm.trim() == "containerd" {
-                let _ = kill(Pid::from_raw(c), Signal::SIGKILL);
-            }
-        }
-    }
-}
-
 #[test]
 fn running_dockerd_path_and_restart() {
     if !have_prerequisites(&[DOCKERD, DOCKER]) {
@@ -623,4 +360,52 @@ fn config_toml_root_that_does_not_exist() {
         )]
     );
     assert_eq!(code, 1);
+}
+
+#[test]
+fn systemd_cgroup_driver_with_legacy_mode_needs_dev_char_links() {
+    let Some(s) = Setup::new() else { return };
+    let text = std::fs::read_to_string(&s.daemon_json).unwrap();
+    let systemd = text.replace(
+        "native.cgroupdriver=cgroupfs",
+        "native.cgroupdriver=systemd",
+    );
+    assert_ne!(text, systemd);
+    std::fs::write(&s.daemon_json, systemd).unwrap();
+    let (code, lines) = s.doctor_read_only(&[]);
+    let (h, c) = (s.host.display(), s.config.display());
+    assert_eq!(
+        not_ok(&lines),
+        [format!(
+            "warn  docker cgroup driver  — systemd with mode auto and no /dev/char/195:255, /dev/char/505:0, /dev/char/505:1, /dev/char/195:0, /dev/char/195:1: after `systemctl daemon-reload` running containers lose their GPUs (`Failed to initialize NVML: Unknown Error`); fix: nvidia-ctk system create-dev-char-symlinks --create-all --dev-root={h} --proc-root={h} (or nvidia-ctk config --config-file={c} --in-place --set nvidia-container-runtime.mode=jit-cdi)"
+        )]
+    );
+    assert_eq!(code, 0);
+    // The first fix, run as printed, creates the links.
+    let out = command(nvbox())
+        .args([
+            "nvidia-ctk",
+            "system",
+            "create-dev-char-symlinks",
+            "--create-all",
+        ])
+        .arg(format!("--dev-root={h}"))
+        .arg(format!("--proc-root={h}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (code, lines) = s.doctor(&[]);
+    assert_healthy(code, &lines);
+    assert!(lines.contains(&"ok    docker cgroup driver  — systemd with mode auto: /dev/char links present, GPUs survive systemctl daemon-reload".to_string()), "{lines:#?}");
+    // CDI modes declare the devices to the engine: no hazard, no line.
+    std::fs::remove_dir_all(s.host.join("dev/char")).unwrap();
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    cfg.push_str("\n[nvidia-container-runtime]\nmode = \"jit-cdi\"\n");
+    std::fs::write(&s.config, cfg).unwrap();
+    let (code, lines) = s.doctor(&[]);
+    assert_healthy(code, &lines);
+    assert!(
+        !lines.iter().any(|l| l.contains("docker cgroup driver")),
+        "{lines:#?}"
+    );
 }

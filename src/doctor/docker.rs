@@ -119,6 +119,7 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             ));
         }
     }
+    check_reload_hazard(ctx, &cfg, out);
     let Some(d) = daemon else {
         out.push(Finding::ok(
             "dockerd",
@@ -163,6 +164,81 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         )),
         _ => {}
     }
+}
+
+/// With the systemd cgroup driver, `systemctl daemon-reload` rewrites each container's device
+/// rules from what systemd knows, and systemd only knows nodes through their `/dev/char` links:
+/// legacy mode adds the GPUs behind systemd's back, so they vanish ("Failed to initialize NVML:
+/// Unknown Error") unless the links exist. CDI modes declare the devices to the engine instead.
+fn check_reload_hazard(
+    ctx: &Context,
+    cfg: &serde_json::Map<String, Value>,
+    out: &mut Vec<Finding>,
+) {
+    let explicit = cfg
+        .get("exec-opts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find_map(|o| o.strip_prefix("native.cgroupdriver="));
+    let systemd = match explicit {
+        Some(d) => d == "systemd",
+        // dockerd's default: systemd on a cgroup v2 host, cgroupfs otherwise.
+        None => {
+            let mountinfo =
+                std::fs::read_to_string(ctx.procs.join("self/mountinfo")).unwrap_or_default();
+            super::cgroups::detect_hierarchy(&mountinfo) == super::cgroups::Hierarchy::V2
+        }
+    };
+    if !systemd {
+        return;
+    }
+    let config = crate::config::Config::load_from(&ctx.config_path, false).unwrap_or_default();
+    let mode = config.runtime.mode.as_str();
+    if !matches!(mode, "legacy" | "auto") {
+        return;
+    }
+    let missing = missing_char_links(&ctx.roots);
+    let check = "docker cgroup driver";
+    if missing.is_empty() {
+        out.push(Finding::ok(
+            check,
+            format!("systemd with mode {mode}: /dev/char links present, GPUs survive systemctl daemon-reload"),
+        ));
+        return;
+    }
+    out.push(Finding::warn(
+        check,
+        format!(
+            "systemd with mode {mode} and no {}: after `systemctl daemon-reload` running containers lose their GPUs (`Failed to initialize NVML: Unknown Error`)",
+            missing.join(", ")
+        ),
+        format!(
+            "nvidia-ctk system create-dev-char-symlinks --create-all{} (or nvidia-ctk config --config-file={} --in-place --set nvidia-container-runtime.mode=jit-cdi)",
+            ctx.root_flags(),
+            ctx.config_path.display()
+        ),
+    ));
+}
+
+/// `/dev/char/MAJ:MIN` links (under the dev root) missing for the driver's nodes.
+fn missing_char_links(roots: &crate::discover::Roots) -> Vec<String> {
+    use crate::discover::devices::find_node;
+    let mut nodes = vec![
+        "/dev/nvidiactl".to_string(),
+        "/dev/nvidia-uvm".into(),
+        "/dev/nvidia-uvm-tools".into(),
+    ];
+    for gpu in crate::discover::gpus::read_gpus(roots).unwrap_or_default() {
+        nodes.push(format!("/dev/nvidia{}", gpu.minor));
+    }
+    nodes
+        .iter()
+        .filter_map(|n| find_node(roots, n))
+        .map(|n| format!("/dev/char/{}:{}", n.major, n.minor))
+        .filter(|link| !roots.dev_path(link).exists())
+        .collect()
 }
 
 /// The dockerd whose `--config-file` (default /etc/docker/daemon.json) is `config`.
