@@ -9,6 +9,7 @@
 mod applets;
 mod config;
 mod discover;
+mod doctor;
 mod engines;
 mod kmods;
 mod live;
@@ -44,11 +45,18 @@ const APPLETS: &[(&str, AppletMain)] = &[
 
 /// Commands reachable only as `nvbox COMMAND`: they are tools for the operator, not names an engine
 /// calls, and names like `mock` must not land in /usr/bin.
-const COMMANDS: &[(&str, AppletMain, &str)] = &[(
-    "mock",
-    mock::main,
-    "write a simulated GPU host (procfs, sysfs, /dev, driver libraries, ld.so.cache)",
-)];
+const COMMANDS: &[(&str, AppletMain, &str)] = &[
+    (
+        "doctor",
+        doctor::main,
+        "check the host's GPU container set-up, with the fix for each problem",
+    ),
+    (
+        "mock",
+        mock::main,
+        "write a simulated GPU host (procfs, sysfs, /dev, driver libraries, ld.so.cache)",
+    ),
+];
 
 fn main() -> ExitCode {
     let mut args: Vec<OsString> = std::env::args_os().collect();

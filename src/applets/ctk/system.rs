@@ -23,6 +23,7 @@ USAGE:
         [--dev-root DIR] [--load-kernel-modules] [--create-device-nodes] [--dry-run]
    nvidia-ctk system create-device-nodes [--driver-root /] [--dev-root DIR] [--control-devices]
         [--load-kernel-modules] [--dry-run]
+   nvidia-ctk system doctor [--json] [--root DIR] [--docker-config FILE] ... (see doctor --help)
    (--dev-root and --proc-root, nvbox's, point at a simulated host's /dev and /proc)
 ";
 
@@ -38,7 +39,15 @@ struct Args {
     dry_run: bool,
 }
 
-pub fn run(_g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
+pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
+    if args.first().is_some_and(|a| a == "doctor") {
+        // The global --config names the file the doctor checks; its own flag still wins.
+        let mut rest: Vec<OsString> = args.into_iter().skip(1).collect();
+        if let Some(c) = &g.config {
+            rest.splice(0..0, [OsString::from("--config"), c.clone().into()]);
+        }
+        return crate::doctor::run(rest);
+    }
     let args: Vec<String> = args
         .into_iter()
         .map(|a| a.to_string_lossy().into_owned())
