@@ -133,3 +133,20 @@ fn nix_makedev(major: u64, minor: u64) -> u64 {
         | ((minor & 0xffffff00) << 12)
         | (minor & 0xff)
 }
+
+#[test]
+fn config_honours_the_global_config_flag() {
+    let dir = TempDir::new("ctk-config-global");
+    let file = dir.path().join("config.toml");
+    let f = format!("--config={}", file.display());
+    let out = ctk(&[
+        &f,
+        "config",
+        "--set",
+        "nvidia-container-runtime.mode=legacy",
+        "-i",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("\nmode = \"legacy\"\n"), "{text}");
+}

@@ -67,7 +67,7 @@ struct Args {
     output: Option<PathBuf>,
 }
 
-pub fn run(_g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
+pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
     let args: Vec<String> = args
         .into_iter()
         .map(|a| a.to_string_lossy().into_owned())
@@ -85,7 +85,13 @@ pub fn run(_g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let a = parse(&args)?;
-    let path = a.config.clone().unwrap_or_else(locate_config);
+    // `--config-file`, else the global `--config` (or NVIDIA_CTK_CONFIG_FILE_PATH), else the
+    // usual lookup.
+    let path = a
+        .config
+        .clone()
+        .or_else(|| g.config.clone())
+        .unwrap_or_else(locate_config);
     let mut tree = match std::fs::read_to_string(&path) {
         Ok(text) => {
             // Parsing through Config reports errors the way every other applet does.
