@@ -142,7 +142,7 @@ verify_gpus() {
     n=$(grep -cE '^nvidia[0-9]+$' <<<"$seen" || true)
     if [ "$n" -ne "$2" ] || ! grep -qx nvidiactl <<<"$seen"; then
         echo "suite.sh: benchmark broken: $1 container saw $n of $2 GPUs; its /dev:" $seen >&2
-        return 1
+        exit 1
     fi
 }
 
@@ -252,7 +252,7 @@ row_value size.binary "installed size: the static binary, one file" MB 1 "$size"
 if /usr/bin/time -f %M true >/dev/null 2>&1; then
     # The hook: runc runs a wrapper that runs it under GNU time (which reports its child's peak).
     cp -a "$work/template-gpu" "$work/template-rss"
-    printf '#!/bin/sh\nexec /usr/bin/time -f %%M -a -o %s %s "$@"\n' "$work/times/rss-hook" \
+    printf '#!/bin/sh\nexec /usr/bin/time -f %%M -a -o %s %s "$@"\n' "$work/rss-hook.kib" \
         "$work/bin/nvidia-container-runtime-hook" >"$work/hook-rss"
     chmod +x "$work/hook-rss"
     hook="\"hooks\": {\"prestart\": [{\"path\": \"$work/hook-rss\",\
@@ -269,17 +269,19 @@ if /usr/bin/time -f %M true >/dev/null 2>&1; then
         time_container rss-hook
         rm -rf "$work/bundle"
         cp -a "$work/template-gpu" "$work/bundle"
-        NVIDIA_CTK_CONFIG_FILE_PATH=$work/rss-runtime.toml /usr/bin/time -f %M -a -o "$work/times/rss-runtime" \
+        NVIDIA_CTK_CONFIG_FILE_PATH=$work/rss-runtime.toml /usr/bin/time -f %M -a -o "$work/rss-runtime.kib" \
             "$shim" --root "$state" create --bundle "$work/bundle" "bench-$$-rss"
     done
     grep -qE '"path": *"/dev/nvidia0"' "$work/bundle/config.json" ||
         { echo "suite.sh: benchmark broken: the runtime did not add the GPUs to config.json" >&2; exit 1; }
     # GNU time reports KiB and bench_stats divides by 1000: 1.024 makes that MB.
     for what in hook runtime; do
-        read -r n med min max _ < <(bench_stats "$work/times/rss-$what")
+        read -r n med min max _ < <(bench_stats "$work/rss-$what.kib")
         mb() { awk -v k="$1" 'BEGIN { printf "%.3f", k * 1.024 }'; }
         upstream=6 && [ $what = runtime ] && upstream=10
-        row_value "rss.$what" "peak RSS, $what (8 GPUs, jit-cdi for the runtime)" MB "$n" "$(mb "$med")" \
+        label="peak RSS, prestart hook (8 GPUs)"
+        [ $what = runtime ] && label="peak RSS, runtime, jit-cdi create (8 GPUs)"
+        row_value "rss.$what" "$label" MB "$n" "$(mb "$med")" \
             "$(mb "$min")" "$(mb "$max")" - "$upstream" 4
     done
 else
@@ -345,8 +347,9 @@ echo "(10) 32 concurrent GPU container starts, $rounds round(s)"
 failed=0
 for m in jit legacy; do
     concurrent "gpu-$m-h8"
-    ok=$(cat "$work/times/conc-gpu-$m-h8" 2>/dev/null | wc -l)
-    bad=$(cat "$work/times/conc-gpu-$m-h8.failed" 2>/dev/null | wc -l)
+    ok=0 bad=0
+    if [ -f "$work/times/conc-gpu-$m-h8" ]; then ok=$(wc -l <"$work/times/conc-gpu-$m-h8"); fi
+    if [ -f "$work/times/conc-gpu-$m-h8.failed" ]; then bad=$(wc -l <"$work/times/conc-gpu-$m-h8.failed"); fi
     failed=$((failed + bad))
     row_value "concurrent.$m.failures" "32 concurrent starts, $m: failures" count 1 "$bad" "$bad" "$bad" - - 0
     [ "$ok" -gt 0 ] || continue
