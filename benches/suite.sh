@@ -80,6 +80,7 @@ mkdir -p "$work/times"
 # when there is one, else of the median.
 rows=$work/rows.tsv
 : >"$rows"
+notes=()
 row_value() { (IFS=$'\t'; echo "$*") >>"$rows"; }
 row_time() {
     local n med min max
@@ -171,6 +172,7 @@ interleave time_container "$iters" "$warmup" cpu-runc cpu-shim gpu-runc gpu-jit-
 row_ratio start.gpu_legacy "runc, GPU container via runtime + legacy hook / plain" gpu-legacy-h8 gpu-runc 1.66 1.05
 row_ratio start.gpu_jit "runc, GPU container via runtime jit-cdi / plain" gpu-jit-h8 gpu-runc 1.66 1.05
 row_ratio start.cpu_shim "runc, CPU container via runtime / plain" cpu-shim cpu-runc 1.26 1.02
+row_ratio start.jit_vs_legacy "runc, GPU container via runtime jit-cdi / legacy hook" gpu-jit-h8 gpu-legacy-h8
 row_time start.plain "runc, plain container (the baseline)" gpu-runc "" ""
 
 echo "(9) scaling: hosts ${hosts// /, } GPUs, $scale_iters iterations"
@@ -222,7 +224,6 @@ time_docker() {
     local t1=${EPOCHREALTIME/./}
     echo $((t1 - t0)) >>"$work/times/docker-$1"
 }
-notes=()
 if $short; then
     notes+=("docker rows: not run in --short mode")
 elif [ ! -x /usr/sbin/dockerd ] || ! command -v docker >/dev/null; then
@@ -248,6 +249,8 @@ fi
 
 size=$(awk -v b="$(stat -c %s "$bin")" 'BEGIN { printf "%.3f", b / 1e6 }')
 row_value size.binary "installed size: the static binary, one file" MB 1 "$size" "$size" "$size" - 43 3
+notes+=("upstream's installed size: 39 MB of Go binaries + ~4 MB C library and deps")
+notes+=("info, list, cdi generate are timed from bash: each includes the process-start row")
 
 if /usr/bin/time -f %M true >/dev/null 2>&1; then
     # The hook: runc runs a wrapper that runs it under GNU time (which reports its child's peak).
