@@ -12,6 +12,7 @@
 # interleaved, rotating which goes first. Prints medians and the ratios (goals: <= 1.03).
 set -eu
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 bin=${1:-target/release/nvbox}
 iterations=${2:-20}
@@ -20,37 +21,20 @@ iterations=${2:-20}
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 
 work=$(mktemp -d /tmp/nvbox-bench-docker.XXXXXX)
-sock=unix://$work/docker.sock
-docker() { /usr/bin/docker -H "$sock" "$@"; }
 cleanup() {
-    [ -f "$work/pid" ] && kill "$(cat "$work/pid")" 2>/dev/null && sleep 2
+    bench_dockerd_stop "$work"
     rm -rf "$work" 2>/dev/null || true
 }
 trap cleanup EXIT
 
 "$bin" mock "$work/host" >"$work/config.toml"
 sh symlinks.sh --binary "$bin" "$work/bin" >/dev/null
-printf '{"runtimes": {"nvidia": {"path": "%s/bin/nvidia-container-runtime"}}}\n' "$work" >"$work/daemon.json"
-env -i PATH="$work/bin:/usr/sbin:/usr/bin:/sbin:/bin" NVIDIA_CTK_CONFIG_FILE_PATH="$work/config.toml" \
-    /usr/sbin/dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs \
-    -H "$sock" --config-file "$work/daemon.json" --data-root "$work/data" --exec-root "$work/exec" \
-    --pidfile "$work/pid" >"$work/dockerd.log" 2>&1 &
-for _ in $(seq 1 100); do docker version >/dev/null 2>&1 && break; sleep 0.2; done
-
-mkdir -p "$work/rootfs/bin" "$work/rootfs/etc"
-cp /bin/busybox "$work/rootfs/bin/busybox"
-chroot "$work/rootfs" /bin/busybox --install -s /bin
-echo 12.0 >"$work/rootfs/etc/debian_version"
-tar -C "$work/rootfs" -c . | docker import - nvbox-bench >/dev/null
+bench_dockerd_start "$work" "$work/config.toml"
 
 run_once() {
-    case $1 in
-    plain) set -- ;;
-    gpus) set -- --gpus all ;;
-    runtime) set -- --runtime=nvidia -e NVIDIA_VISIBLE_DEVICES=all ;;
-    esac
+    bench_docker_args "$1"
     t0=${EPOCHREALTIME/./}
-    docker run --rm --network none "$@" nvbox-bench true
+    docker run --rm --network none "${bench_args[@]}" nvbox-bench true
     t1=${EPOCHREALTIME/./}
     echo $((t1 - t0))
 }

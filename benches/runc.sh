@@ -13,6 +13,7 @@
 # Goal: ratio <= 1.05.
 set -eu
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 bin=${1:-target/release/nvbox}
 iterations=${2:-50}
@@ -45,23 +46,17 @@ sh symlinks.sh --binary "$bin" "$work/bin" >/dev/null
 # variables a CUDA image sets.
 make_bundle() {
     dir=$work/$1
-    mkdir -p "$dir/rootfs"
-    for d in bin sbin usr/bin usr/sbin etc proc sys dev tmp; do mkdir -p "$dir/rootfs/$d"; done
-    cp /bin/busybox "$dir/rootfs/bin/busybox"
-    chroot "$dir/rootfs" /bin/busybox --install -s
-    echo 12.0 >"$dir/rootfs/etc/debian_version"
-    runc spec --bundle "$dir"
-    sed -i -e 's/"terminal": true/"terminal": false/' -e 's/^\(\t*\)"sh"$/\1"true"/' "$dir/config.json"
-    if [ "$1" != plain ]; then
-        path=$work/bin/nvidia-container-runtime-hook
-        [ "$1" = noop ] && path=/bin/true
-        hook="\"hooks\": {\"prestart\": [{\"path\": \"$path\",\
+    if [ "$1" = plain ]; then
+        bench_make_bundle "$dir" cpu
+        return
+    fi
+    bench_make_bundle "$dir" gpu
+    path=$work/bin/nvidia-container-runtime-hook
+    [ "$1" = noop ] && path=/bin/true
+    hook="\"hooks\": {\"prestart\": [{\"path\": \"$path\",\
  \"args\": [\"nvidia-container-runtime-hook\", \"prestart\"],\
  \"env\": [\"NVIDIA_CTK_CONFIG_FILE_PATH=$work/host.toml\", \"PATH=/usr/sbin:/usr/bin:/sbin:/bin\"]}]},"
-        sed -i -e "s|^\t\"process\": {|\t$hook\n\t\"process\": {|" \
-            -e 's/"TERM=xterm"/"NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=compute,utility"/' \
-            "$dir/config.json"
-    fi
+    sed -i -e "s|^\t\"process\": {|\t$hook\n\t\"process\": {|" "$dir/config.json"
 }
 make_bundle plain
 make_bundle noop
@@ -90,11 +85,7 @@ for i in $(seq 1 $((warmup + iterations))); do
 done
 
 # mean and median in ms of one variant's times
-stats() {
-    sort -n "$work/$1.times" | awk '{ t[NR] = $1; s += $1 } END {
-        m = (NR % 2) ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2
-        printf "%.3f %.3f\n", s / NR / 1000, m / 1000 }'
-}
+stats() { read -r _ med _ _ mean <<<"$(bench_stats "$work/$1.times")" && echo "$mean $med"; }
 read -r plain_mean plain_median <<<"$(stats plain)"
 read -r noop_mean noop_median <<<"$(stats noop)"
 read -r hook_mean hook_median <<<"$(stats hook)"

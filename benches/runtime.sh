@@ -19,6 +19,7 @@
 # the ratios of medians. Goal: cpu-shim/cpu-runc <= 1.05.
 set -eu -o pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 bin=${1:-target/release/nvbox}
 iterations=${2:-30}
@@ -41,31 +42,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin" mock "$work/host" >"$work/host.toml"
+bench_make_host "$bin" "$work/host"
 sh symlinks.sh --binary "$bin" "$work/bin" >/dev/null
 shim=$work/bin/nvidia-container-runtime
 [ -x "$shim" ] || { echo "runtime.sh: $bin has no nvidia-container-runtime applet" >&2; exit 1; }
-for mode in auto jit-cdi legacy; do
-    { cat "$work/host.toml"; printf '\n[nvidia-container-runtime]\nmode = "%s"\n' "$mode"; } >"$work/$mode.toml"
-done
 
 # Pristine bundles: a busybox rootfs whose process is `true`, with or without the GPU request.
-make_template() {
-    dir=$work/template-$1
-    mkdir -p "$dir/rootfs"
-    for d in bin sbin usr/bin usr/sbin etc proc sys dev tmp; do mkdir -p "$dir/rootfs/$d"; done
-    cp /bin/busybox "$dir/rootfs/bin/busybox"
-    chroot "$dir/rootfs" /bin/busybox --install -s
-    echo 12.0 >"$dir/rootfs/etc/debian_version"
-    "$runc" spec --bundle "$dir"
-    sed -i -e 's/"terminal": true/"terminal": false/' -e 's/^\(\t*\)"sh"$/\1"true"/' "$dir/config.json"
-    if [ "$1" = gpu ]; then
-        sed -i 's/"TERM=xterm"/"NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=compute,utility"/' \
-            "$dir/config.json"
-    fi
-}
-make_template cpu
-make_template gpu
+bench_make_bundle "$work/template-cpu" cpu
+bench_make_bundle "$work/template-gpu" gpu
 
 # One container start, in microseconds. runc hands the pipe to the container, so `cat` sees
 # end-of-file only once create, start and the container's process have all closed it.
@@ -76,9 +60,9 @@ start_once() {
     cp -a "$work/template-${v%%-*}" "$work/bundle"
     case $v in
     *-runc) create=("$runc") ;;
-    cpu-shim) create=(env "NVIDIA_CTK_CONFIG_FILE_PATH=$work/auto.toml" "$shim") ;;
-    gpu-jit) create=(env "NVIDIA_CTK_CONFIG_FILE_PATH=$work/jit-cdi.toml" "$shim") ;;
-    gpu-legacy) create=(env "NVIDIA_CTK_CONFIG_FILE_PATH=$work/legacy.toml" "$shim") ;;
+    cpu-shim) create=(env "NVIDIA_CTK_CONFIG_FILE_PATH=$work/host.auto.toml" "$shim") ;;
+    gpu-jit) create=(env "NVIDIA_CTK_CONFIG_FILE_PATH=$work/host.jit-cdi.toml" "$shim") ;;
+    gpu-legacy) create=(env "NVIDIA_CTK_CONFIG_FILE_PATH=$work/host.legacy.toml" "$shim") ;;
     esac
     t0=${EPOCHREALTIME/./}
     {
@@ -101,16 +85,10 @@ for i in $(seq 1 $((warmup + iterations))); do
     if [ "$i" -eq "$warmup" ]; then rm -f "$work"/*.times; fi
 done
 
-# mean and median in ms of one variant's times
-stats() {
-    sort -n "$work/$1.times" | awk '{ t[NR] = $1; s += $1 } END {
-        m = (NR % 2) ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2
-        printf "%.3f %.3f\n", s / NR / 1000, m / 1000 }'
-}
 declare -A median
 printf 'create+start+delete, %d iterations, 8 simulated GPUs\n' "$iterations"
 for v in $variants; do
-    read -r mean med <<<"$(stats "$v")"
+    read -r _ med _ _ mean <<<"$(bench_stats "$work/$v.times")"
     median[$v]=$med
     printf '  %-11s mean %8s ms   median %8s ms\n' "$v" "$mean" "$med"
 done

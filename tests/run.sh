@@ -64,6 +64,17 @@ say "cargo test"
 cargo test --quiet
 say "static binary"
 sh tests/static.sh
+bin="target/$(rustc -vV | sed -n 's/^host: //p')/release/nvbox"
+say "benchmark suite, short mode (benches/suite.sh --short; fails only when a benchmark is broken)"
+if [ "$(id -u)" -eq 0 ]; then
+    benches/suite.sh --short --json target/bench-short.json "$bin" >target/bench-short.log 2>&1 ||
+        { cat target/bench-short.log; exit 1; }
+    sed -n '/^row /,$p' target/bench-short.log
+elif [ "${CI:-}" = true ]; then
+    echo "benches/suite.sh needs root" >&2; exit 1
+else
+    echo "SKIP benches/suite.sh --short: needs root"
+fi
 say "README's demo (./demo.sh)"
 if [ "$(id -u)" -eq 0 ]; then
     ./demo.sh >target/demo.log 2>&1 || { cat target/demo.log; exit 1; }
