@@ -462,3 +462,7 @@ pub fn describe_flags(flags: i32) -> String {
 #[cfg(test)]
 #[path = "ldcache_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "ldcache_glibc_tests.rs"]
+mod glibc_tests;
