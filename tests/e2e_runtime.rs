@@ -412,6 +412,23 @@ fn broken_config_fails_before_runc() {
     );
     assert!(!run.state_dir_left, "runc ran");
     assert_eq!(run.config_after, run.config_before);
+    // Teardown still works with the broken config (upstream wedges it): `state` of a
+    // container that does not exist reaches runc, whose own answer comes back.
+    let out = shim_command(&config.path)
+        .arg("--root")
+        .arg(shim_state())
+        .args(["state", "nvbox-no-such-container"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("nvidia-container-runtime: warning: "),
+        "{err}"
+    );
+    assert!(
+        err.contains("container does not exist"),
+        "runc did not run: {err}"
+    );
 }
 
 /// csv (Tegra): the mount spec files decide; on the simulated host they name its nodes and

@@ -66,7 +66,16 @@ fn fail(scan: &args::Scan, e: anyhow::Error) -> ExitCode {
 }
 
 fn run(scan: &args::Scan, args: &[String]) -> Result<std::convert::Infallible> {
-    let (cfg, cfg_path) = Config::load()?;
+    // A broken config.toml fails `create` (we cannot know what the container should get), but
+    // never `delete`, `kill` or `state`: upstream fails every command, which wedges teardown.
+    let (cfg, cfg_path) = match Config::load() {
+        Ok(loaded) => loaded,
+        Err(e) if !scan.create => {
+            eprintln!("{NAME}: warning: {e:#}; using the default runtimes to run this command");
+            (Config::default(), None)
+        }
+        Err(e) => return Err(e),
+    };
     let runtime = find_runtime(&cfg.runtime.runtimes)?;
     if scan.create {
         modify_bundle(scan, &cfg, cfg_path.as_deref())?;
