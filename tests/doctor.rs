@@ -4,16 +4,13 @@
 
 mod common;
 
-#[path = "doctor/dockerd.rs"]
-mod dockerd;
 #[path = "doctor/setup.rs"]
 mod setup;
 
 use std::time::{Duration, Instant};
 
-use common::container::{DOCKER, DOCKERD, applet_dir, have_prerequisites};
+use common::container::{DOCKER, DOCKERD, DaemonConfig, Dockerd, applet_dir, have_prerequisites};
 use common::*;
-use dockerd::Dockerd;
 use setup::{Setup, assert_healthy, not_ok};
 
 #[test]
@@ -262,7 +259,7 @@ fn running_dockerd_path_and_restart() {
     }
     let Some(s) = Setup::new() else { return };
     // Healthy: the hook on dockerd's PATH, daemon.json older than dockerd.
-    let good = Dockerd::start(&s.daemon_json, &Setup::env_path());
+    let good = Dockerd::start_with(None, DaemonConfig::File(&s.daemon_json), &Setup::env_path());
     let started = Instant::now();
     let (code, lines) = s.doctor_read_only(&[]);
     assert_healthy(code, &lines);
@@ -297,7 +294,7 @@ fn running_dockerd_path_and_restart() {
 
     // A dockerd whose PATH lacks the hook: `--gpus` cannot work.
     let bare = "/usr/sbin:/usr/bin:/sbin:/bin";
-    let bad = Dockerd::start(&s.daemon_json, bare);
+    let bad = Dockerd::start_with(None, DaemonConfig::File(&s.daemon_json), bare);
     let pid = bad.pid();
     let (code, lines) = s.doctor_read_only(&[]);
     assert_eq!(

@@ -10,8 +10,7 @@ use common::container::*;
 use common::*;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 const IMAGE: &str = "nvbox-busybox";
 const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -110,12 +109,12 @@ fn a_missing_docker_is_127() {
     );
 }
 
-/// A private dockerd with a daemon.json; the fixture in common/ takes none.
+/// The shared private dockerd, with a daemon.json naming runtime `nvidia` as a link that the
+/// test retargets between runc and nvbox, and the shim's config in legacy mode.
 struct Daemon {
-    dir: TempDir,
-    child: Child,
-    socket: String,
-    /// What daemon.json names as runtime `nvidia`: a link retargeted between runc and nvbox.
+    dockerd: Dockerd,
+    /// Holds the runtime link and the shim's config; outlives nothing the daemon needs.
+    _dir: TempDir,
     runtime: PathBuf,
 }
 
@@ -123,73 +122,34 @@ impl Daemon {
     fn start(host: &Host) -> Daemon {
         let dir = TempDir::new("ndockerd");
         let d = dir.path();
-        let socket = format!("unix://{}/docker.sock", d.display());
-        std::fs::create_dir(d.join("rt")).unwrap();
-        let runtime = d.join("rt/nvidia-container-runtime");
+        let runtime = d.join("nvidia-container-runtime");
         std::os::unix::fs::symlink(RUNC, &runtime).unwrap();
         let config = serde_json::json!({
             "runtimes": {"nvidia": {"path": runtime, "runtimeArgs": []}},
         });
-        std::fs::write(d.join("daemon.json"), config.to_string()).unwrap();
         // nvidia-docker is the legacy stack's wrapper: its users get the legacy hook, whose
         // container contents the shared expectations describe (jit-cdi has its own tests).
         let shim_config = d.join("config.toml");
         let mut text = std::fs::read_to_string(&host.config).unwrap();
         text.push_str("\n[nvidia-container-runtime]\nmode = \"legacy\"\n");
         std::fs::write(&shim_config, text).unwrap();
-        let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
         // The applet links on PATH: the shim looks up its hook there.
         let path = format!("{}:{PATH}", applet_dir().display());
-        let child = Command::new(DOCKERD)
-            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
-            .args(["--storage-driver=vfs", "-H", &socket])
-            .arg("--config-file")
-            .arg(d.join("daemon.json"))
-            .arg("--data-root")
-            .arg(d.join("data"))
-            .arg("--exec-root")
-            .arg(d.join("exec"))
-            .arg("--pidfile")
-            .arg(d.join("pid"))
-            .env_clear()
-            .env("PATH", path)
-            .env("NVIDIA_CTK_CONFIG_FILE_PATH", &shim_config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let daemon = Daemon {
-            dir,
-            child,
-            socket,
+        let dockerd = Dockerd::start_with(Some(&shim_config), DaemonConfig::Json(&config), &path);
+        Daemon {
+            dockerd,
+            _dir: dir,
             runtime,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !daemon.docker(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "dockerd: {}", daemon.log());
-            std::thread::sleep(Duration::from_millis(100));
         }
-        daemon
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
-    }
-
-    fn client(&self) -> PathBuf {
-        self.dir.path().join("client")
+        self.dockerd.log()
     }
 
     /// Plain docker, to look at what the wrapper made.
     fn docker(&self, args: &[&str]) -> Output {
-        Command::new(DOCKER)
-            .arg("--config")
-            .arg(self.client())
-            .args(["-H", &self.socket])
-            .args(args)
-            .output()
-            .unwrap()
+        self.dockerd.docker(args)
     }
 
     /// `nvidia-docker GLOBALS… ARGS…`, the globals before the subcommand as users write them.
@@ -197,8 +157,8 @@ impl Daemon {
         wrapper(env)
             .args(globals)
             .arg("--config")
-            .arg(self.client())
-            .args(["-H", &self.socket])
+            .arg(self.dockerd.client_dir())
+            .args(["-H", &self.dockerd.socket])
             .args(args)
             .output()
             .unwrap()
@@ -218,35 +178,6 @@ impl Daemon {
         let tmp = self.runtime.with_extension("new");
         std::os::unix::fs::symlink(target, &tmp).unwrap();
         std::fs::rename(&tmp, &self.runtime).unwrap();
-    }
-
-    fn containerd_pid(&self) -> Option<i32> {
-        let f = self.dir.path().join("exec/containerd/containerd.pid");
-        std::fs::read_to_string(f).ok()?.trim().parse().ok()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        use nix::sys::signal::{Signal, kill};
-        use nix::unistd::Pid;
-        let containerd = self.containerd_pid();
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline && self.child.try_wait().ok().flatten().is_none() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        // After a forced exit dockerd leaves its containerd behind.
-        if let Some(c) = containerd {
-            let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
-            if comm.trim() == "containerd" {
-                let _ = kill(Pid::from_raw(c), Signal::SIGKILL);
-            }
-        }
     }
 }
 
@@ -269,22 +200,7 @@ fn nvidia_docker_with_dockerd() {
     let image = TempDir::new("ndocker-image");
     let rootfs = image.path().join("rootfs");
     make_rootfs(&rootfs, true);
-    let mut tar = Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .args(["-c", "."])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = Command::new(DOCKER)
-        .arg("--config")
-        .arg(daemon.client())
-        .args(["-H", &daemon.socket, "import", "-", IMAGE])
-        .stdin(tar.stdout.take().unwrap())
-        .output()
-        .unwrap();
-    assert!(tar.wait().unwrap().success());
-    assert_ok(&out, "docker import", &daemon);
+    daemon.dockerd.import(&rootfs, IMAGE);
 
     // Runtime `nvidia` is plain runc here: what is checked is the wrapper's argv.
     let globals = ["-l", "warn", "-D"];

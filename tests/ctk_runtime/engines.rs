@@ -32,7 +32,7 @@ fn real_dockerd_lists_the_configured_runtime() {
         "--set-as-default",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let daemon = Dockerd::start_with(&host.config, DaemonConfig::File(&cfg), SYSTEM_PATH);
+    let daemon = Dockerd::start_with(Some(&host.config), DaemonConfig::File(&cfg), SYSTEM_PATH);
     let docker = |args: &[&str]| daemon.docker(args);
     let out = docker(&["info", "--format", "{{json .Runtimes}}"]);
     assert!(out.status.success(), "{}", stderr(&out));

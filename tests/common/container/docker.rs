@@ -3,7 +3,7 @@
 
 use super::{DOCKER, DOCKERD, Host, applet_dir, text};
 use crate::common::TempDir;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,12 +33,12 @@ impl Dockerd {
     /// nvidia-container-runtime-hook at startup, and hands its own environment to the hook.
     pub fn start(host: &Host) -> Dockerd {
         let path = format!("{}:{SYSTEM_PATH}", applet_dir().display());
-        Dockerd::start_with(&host.config, DaemonConfig::Defaults, &path)
+        Dockerd::start_with(Some(&host.config), DaemonConfig::Defaults, &path)
     }
 
-    /// dockerd with `NVIDIA_CTK_CONFIG_FILE_PATH=config` and exactly `path` as its PATH (its
-    /// environment is what the runtime and the hook see).
-    pub fn start_with(config: &Path, daemon: DaemonConfig, path: &str) -> Dockerd {
+    /// dockerd with `NVIDIA_CTK_CONFIG_FILE_PATH=config` (when given) and exactly `path` as its
+    /// PATH (its environment is what the runtime and the hook see).
+    pub fn start_with(config: Option<&Path>, daemon: DaemonConfig, path: &str) -> Dockerd {
         let dir = TempDir::new("dockerd");
         let d = dir.path();
         let socket = format!("unix://{}/docker.sock", d.display());
@@ -56,6 +56,10 @@ impl Dockerd {
         if let Some(f) = &config_file {
             cmd.arg("--config-file").arg(f);
         }
+        cmd.env_clear();
+        if let Some(c) = config {
+            cmd.env("NVIDIA_CTK_CONFIG_FILE_PATH", c);
+        }
         let child = cmd
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
             .args(["--storage-driver=vfs", "-H", &socket])
@@ -65,9 +69,7 @@ impl Dockerd {
             .arg(d.join("exec"))
             .arg("--pidfile")
             .arg(d.join("pid"))
-            .env_clear()
             .env("PATH", path)
-            .env("NVIDIA_CTK_CONFIG_FILE_PATH", config)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -88,13 +90,22 @@ impl Dockerd {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
     }
 
+    /// The client's own config directory (`DOCKER_CONFIG`), so the host's is never read.
+    pub fn client_dir(&self) -> PathBuf {
+        self.dir.path().join("client")
+    }
+
     pub fn command(&self) -> Command {
         let mut c = Command::new(DOCKER);
-        c.env("DOCKER_CONFIG", self.dir.path().join("client"));
+        c.env("DOCKER_CONFIG", self.client_dir());
         c.args(["-H", &self.socket]);
         c
     }

@@ -58,7 +58,7 @@ fn wait_until(what: &str, log: &Path, mut ready: impl FnMut() -> bool) {
 /// config and the applets on PATH.
 pub fn shim_dockerd(shim_config: &Path, daemon_json: &Value) -> Dockerd {
     Dockerd::start_with(
-        shim_config,
+        Some(shim_config),
         DaemonConfig::Json(daemon_json),
         &shim_env_path(),
     )
