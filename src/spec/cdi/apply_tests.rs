@@ -12,7 +12,10 @@ const EMBEDDED_RUNC_SPEC: &str = include_str!("testdata/runc-spec-config.json");
 
 /// config.json as `runc spec` writes it, from the installed runc when there is one.
 fn runc_config() -> Value {
-    let bundle = std::env::temp_dir().join(format!("nvbox-cdi-runc-{}", std::process::id()));
+    // One bundle per call: tests run in parallel and would remove each other's.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let bundle = std::env::temp_dir().join(format!("nvbox-cdi-runc-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&bundle);
     std::fs::create_dir_all(&bundle).unwrap();
     let ran = Command::new("runc")
@@ -26,6 +29,7 @@ fn runc_config() -> Value {
         }
         _ => EMBEDDED_RUNC_SPEC.to_string(),
     };
+    let _ = std::fs::remove_dir_all(&bundle);
     serde_json::from_str(&text).unwrap()
 }
 
