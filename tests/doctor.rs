@@ -7,6 +7,9 @@ mod common;
 #[path = "doctor/setup.rs"]
 mod setup;
 
+#[path = "doctor/host.rs"]
+mod host;
+
 use std::time::{Duration, Instant};
 
 use common::container::{DOCKER, DOCKERD, DaemonConfig, Dockerd, applet_dir, have_prerequisites};
@@ -191,6 +194,8 @@ fn docker_and_containerd_configs_without_the_runtime() {
     std::fs::remove_file(s.dir.path().join("containerd/conf.d/99-nvidia.toml")).unwrap();
     let (code, lines) = s.doctor_read_only(&[]);
     let (j, c) = (s.daemon_json.display(), s.containerd.display());
+    let r = applet_dir().join("nvidia-container-runtime");
+    let r = r.display();
     assert_eq!(
         not_ok(&lines),
         [
@@ -198,7 +203,7 @@ fn docker_and_containerd_configs_without_the_runtime() {
                 "fail  docker runtime  — {j} has no runtimes.nvidia: `docker run --runtime=nvidia` fails with `unknown or invalid runtime name: nvidia`; fix: nvidia-ctk runtime configure --runtime=docker --config={j} && systemctl restart docker"
             ),
             format!(
-                "fail  containerd runtime  — no nvidia runtime in {c} (version 2): `unknown runtime handler nvidia` / `runtime \"nvidia\" binary not installed`; fix: nvidia-ctk runtime configure --runtime=containerd --config={c} && systemctl restart containerd"
+                "fail  containerd runtime  — no nvidia runtime in {c} (version 2): `unknown runtime handler nvidia` / `runtime \"nvidia\" binary not installed`; fix: nvidia-ctk runtime configure --runtime=containerd --config={c} --nvidia-runtime-path={r} && systemctl restart containerd"
             ),
         ]
     );
@@ -208,7 +213,6 @@ fn docker_and_containerd_configs_without_the_runtime() {
 #[test]
 fn applet_missing_from_path() {
     let Some(s) = Setup::new() else { return };
-    let h = s.host.to_str().unwrap();
     // Only the applets' directory is searched, and it lacks one applet.
     let bin = s.dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -221,25 +225,7 @@ fn applet_missing_from_path() {
             .unwrap();
         }
     }
-    let out = command(nvbox())
-        .env("NVIDIA_CTK_CONFIG_FILE_PATH", &s.config)
-        .env("PATH", &bin)
-        .args([
-            "doctor",
-            "--root",
-            h,
-            "--dev-root",
-            h,
-            "--proc-root",
-            h,
-            "--sys-root",
-            h,
-        ])
-        .arg(format!("--docker-config={}", s.daemon_json.display()))
-        .arg(format!("--containerd-config={}", s.containerd.display()))
-        .arg(format!("--cdi-spec-dirs={}", s.cdi.display()))
-        .output()
-        .unwrap();
+    let out = s.command(bin.to_str().unwrap()).output().unwrap();
     let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
     let bad = not_ok(&lines);
     let want = "fail  applets on PATH  — nvidia-docker not found on PATH: engines and hooks exec them by name; fix: for a in nvidia-docker; do ln -s ";
@@ -304,6 +290,17 @@ fn running_dockerd_path_and_restart() {
         )]
     );
     assert_eq!(code, 1);
+    // The error the line quotes is the one this dockerd really gives.
+    let rootfs = s.dir.path().join("rootfs");
+    common::container::make_rootfs(&rootfs, true);
+    bad.import(&rootfs, "doctor-probe");
+    let out = bad.docker(&["run", "--rm", "--gpus", "all", "doctor-probe", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("could not select device driver \"\" with capabilities: [[gpu]]"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -1,6 +1,10 @@
 //! cgroups: which hierarchy governs device access (v1's devices controller, or v2's eBPF
-//! programs), and a rootless engine without `no-cgroups` (nvidia-container-cli cannot write a
+//! programs), whether this kernel and these capabilities can load a device program when v2
+//! rules, and a rootless engine without `no-cgroups` (nvidia-container-cli cannot write a
 //! cgroup it does not own, and the container fails to start).
+//!
+//! The eBPF probe is the one thing the doctor asks the kernel to create: a two-instruction
+//! program, closed at once and never attached, so nothing on the host changes.
 
 use std::path::Path;
 
@@ -19,7 +23,8 @@ pub enum Hierarchy {
 
 pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     let mountinfo = std::fs::read_to_string(ctx.procs.join("self/mountinfo")).unwrap_or_default();
-    out.push(match detect_hierarchy(&mountinfo) {
+    let hierarchy = detect_hierarchy(&mountinfo);
+    out.push(match hierarchy {
         Hierarchy::V1 => Finding::ok(
             "cgroups",
             "v1 devices controller: device rules go to devices.allow",
@@ -35,6 +40,13 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
         ),
     });
     let cfg = Config::load_from(&ctx.config_path, false).unwrap_or_default();
+    if hierarchy == Hierarchy::V2 {
+        out.push(check_bpf(
+            probe_device_program(),
+            cfg.cli.no_cgroups,
+            &ctx.config_path,
+        ));
+    }
     if let Some(f) = check_rootless(
         cfg.cli.no_cgroups,
         find_rootless(&ctx.procs),
@@ -62,6 +74,49 @@ pub fn detect_hierarchy(mountinfo: &str) -> Hierarchy {
         Hierarchy::V2
     } else {
         Hierarchy::Unknown
+    }
+}
+
+/// Load (and drop) the smallest device program: `r0 = 1; exit`, allow everything.
+fn probe_device_program() -> std::io::Result<()> {
+    use crate::sys::bpf::{BPF_CGROUP_DEVICE, BPF_PROG_TYPE_CGROUP_DEVICE, Insn, prog_load};
+    const BPF_ALU64_MOV_K: u8 = 0xb7;
+    const BPF_JMP_EXIT: u8 = 0x95;
+    let insns = [
+        Insn::new(BPF_ALU64_MOV_K, 0, 0, 0, 1),
+        Insn::new(BPF_JMP_EXIT, 0, 0, 0, 0),
+    ];
+    prog_load(
+        BPF_PROG_TYPE_CGROUP_DEVICE,
+        BPF_CGROUP_DEVICE,
+        &insns,
+        c"Apache-2.0",
+    )
+    .map(drop)
+}
+
+pub fn check_bpf(probe: std::io::Result<()>, no_cgroups: bool, config: &Path) -> Finding {
+    match probe {
+        Ok(()) => Finding::ok(
+            "bpf",
+            "device-cgroup eBPF programs load: GPU device rules can be set",
+        ),
+        Err(e) if no_cgroups => Finding::ok(
+            "bpf",
+            format!(
+                "device programs do not load ({e}), and no-cgroups is set: GPU containers get no device rules"
+            ),
+        ),
+        Err(e) => Finding::fail(
+            "bpf",
+            format!(
+                "bpf(BPF_PROG_LOAD) of a device program: {e}: on cgroup v2 every GPU container fails (`bpf_prog_load(BPF_PROG_TYPE_CGROUP_DEVICE) failed`)"
+            ),
+            format!(
+                "run the engine with CAP_BPF or CAP_SYS_ADMIN on a kernel with CONFIG_CGROUP_BPF, or leave device rules to the engine: nvidia-ctk config --config-file={} --in-place --set nvidia-container-cli.no-cgroups",
+                config.display()
+            ),
+        ),
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
-use super::{Context, Finding, is_executable, which};
+use super::{Context, Finding, is_executable, runtime_path_flag, which};
 use crate::engines::containerd::{cri_path, version_of};
 use crate::engines::toml_doc::{self, get};
 
@@ -14,7 +14,8 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     let file = &ctx.containerd_config;
     let shown = file.display();
     let configure = format!(
-        "nvidia-ctk runtime configure --runtime=containerd --config={shown} && systemctl restart containerd"
+        "nvidia-ctk runtime configure --runtime=containerd --config={shown}{} && systemctl restart containerd",
+        runtime_path_flag()
     );
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,

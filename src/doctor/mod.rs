@@ -9,6 +9,7 @@
 mod cdi;
 mod cgroups;
 mod containerd;
+mod crio;
 mod docker;
 mod driver;
 mod nvbox;
@@ -26,7 +27,7 @@ use crate::discover::Roots;
 const HELP: &str = "Usage: nvbox doctor [OPTION...]
        nvidia-ctk system doctor [OPTION...]
 Check this host's GPU container set-up: the driver and its device nodes, nvbox's config.toml
-and applets, CDI specs, Docker, containerd and cgroups. Read-only. One line per check:
+and applets, CDI specs, Docker, containerd, CRI-O and cgroups. Read-only. One line per check:
   ok|warn|fail  WHAT  — WHY IT MATTERS; fix: COMMAND OR FILE EDIT
 Exit status 0 when nothing fails, 1 otherwise.
 
@@ -38,6 +39,7 @@ Exit status 0 when nothing fails, 1 otherwise.
                              a simulated host's /dev, /proc, /sys (default: config.toml's)
   --docker-config FILE       default /etc/docker/daemon.json
   --containerd-config FILE   default /etc/containerd/config.toml
+  --crio-config FILE         default /etc/crio/crio.conf (drop-ins: crio.conf.d beside it)
   --cdi-spec-dirs A,B        default /etc/cdi,/var/run/cdi
   -h, --help                 this help
 ";
@@ -132,6 +134,8 @@ pub struct Context {
     pub docker_explicit: bool,
     pub containerd_config: PathBuf,
     pub containerd_explicit: bool,
+    pub crio_config: PathBuf,
+    pub crio_explicit: bool,
     pub cdi_spec_dirs: Vec<PathBuf>,
     /// The process table: always the real one, since a simulated host simulates the driver,
     /// not the daemons that run on it.
@@ -164,6 +168,7 @@ struct Args {
     sys_root: Option<PathBuf>,
     docker_config: Option<PathBuf>,
     containerd_config: Option<PathBuf>,
+    crio_config: Option<PathBuf>,
     cdi_spec_dirs: Option<Vec<PathBuf>>,
     help: bool,
 }
@@ -195,6 +200,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Args> {
             "--sys-root" => a.sys_root = Some(value()?.into()),
             "--docker-config" => a.docker_config = Some(value()?.into()),
             "--containerd-config" => a.containerd_config = Some(value()?.into()),
+            "--crio-config" => a.crio_config = Some(value()?.into()),
             "--cdi-spec-dirs" => {
                 let dirs = value()?;
                 a.cdi_spec_dirs = Some(
@@ -245,6 +251,10 @@ fn build_context(a: Args) -> Context {
         containerd_config: a
             .containerd_config
             .unwrap_or_else(|| "/etc/containerd/config.toml".into()),
+        crio_explicit: a.crio_config.is_some(),
+        crio_config: a
+            .crio_config
+            .unwrap_or_else(|| "/etc/crio/crio.conf".into()),
         cdi_spec_dirs,
         procs: PathBuf::from("/proc"),
     }
@@ -258,6 +268,7 @@ pub fn check_host(ctx: &Context) -> Vec<Finding> {
     cdi::check(ctx, &mut out);
     docker::check(ctx, &mut out);
     containerd::check(ctx, &mut out);
+    crio::check(ctx, &mut out);
     cgroups::check(ctx, &mut out);
     out
 }
@@ -291,6 +302,19 @@ pub fn main(_name: &str, args: Vec<OsString>) -> ExitCode {
     crate::report::finish("nvbox doctor", run(args))
 }
 
+/// ` --nvidia-runtime-path=P` when the runtime is installed somewhere other than where
+/// `nvidia-ctk runtime configure` points containerd and CRI-O by default, so the printed fix
+/// names the binary that exists.
+pub fn runtime_path_flag() -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    match which("nvidia-container-runtime", &path) {
+        Some(p) if p != Path::new("/usr/bin/nvidia-container-runtime") => {
+            format!(" --nvidia-runtime-path={}", p.display())
+        }
+        _ => String::new(),
+    }
+}
+
 /// The first executable file called `name` in a `PATH` value.
 pub fn which(name: &str, path_env: &str) -> Option<PathBuf> {
     path_env
@@ -306,8 +330,20 @@ pub fn is_executable(path: &Path) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// A context whose files all live under `dir` (none need exist).
+    pub fn context_for(dir: &Path) -> Context {
+        build_context(Args {
+            config: Some(dir.join("config.toml")),
+            docker_config: Some(dir.join("daemon.json")),
+            containerd_config: Some(dir.join("containerd.toml")),
+            crio_config: Some(dir.join("crio.conf")),
+            cdi_spec_dirs: Some(vec![dir.join("cdi")]),
+            ..Args::default()
+        })
+    }
 
     #[test]
     fn line_format() {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use crate::common::container::applet_dir;
 use crate::common::*;
@@ -17,7 +18,12 @@ pub struct Setup {
     pub spec: PathBuf,
     pub daemon_json: PathBuf,
     pub containerd: PathBuf,
+    pub crio: PathBuf,
 }
+
+/// The doctor reads the real process table (rootless engines); a test that plants a process
+/// there takes this for writing, every doctor run for reading.
+pub static PROCESS_TABLE: RwLock<()> = RwLock::new(());
 
 impl Setup {
     /// None (after SKIP) when not root: the mock's device nodes need mknod.
@@ -60,6 +66,18 @@ impl Setup {
             ),
         )
         .unwrap();
+        let crio = d.join("crio/crio.conf");
+        std::fs::create_dir_all(d.join("crio/crio.conf.d")).unwrap();
+        // No hooks_dir: the host's own must not decide the crio check.
+        std::fs::write(&crio, "[crio.runtime]\nhooks_dir = []\n").unwrap();
+        std::fs::write(
+            d.join("crio/crio.conf.d/99-nvidia.toml"),
+            format!(
+                "[crio.runtime.runtimes.nvidia]\nruntime_path = \"{}\"\nruntime_type = \"oci\"\n",
+                runtime.display()
+            ),
+        )
+        .unwrap();
         let s = Setup {
             spec: cdi.join("nvidia.json"),
             dir,
@@ -68,6 +86,7 @@ impl Setup {
             cdi,
             daemon_json,
             containerd,
+            crio,
         };
         s.generate_spec();
         Some(s)
@@ -91,10 +110,23 @@ impl Setup {
     /// The doctor's exit code and lines, the roots given explicitly so that a broken
     /// config.toml does not send it to the real host.
     pub fn doctor(&self, extra: &[&str]) -> (i32, Vec<String>) {
+        let _table = PROCESS_TABLE.read().unwrap_or_else(|e| e.into_inner());
+        let out = self
+            .command(&Self::env_path())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(stderr(&out).is_empty(), "stderr: {}", stderr(&out));
+        let lines = stdout(&out).lines().map(str::to_string).collect();
+        (out.status.code().unwrap(), lines)
+    }
+
+    /// `nvbox doctor` on this set-up with `PATH` as given.
+    pub fn command(&self, path: &str) -> std::process::Command {
         let h = self.host.to_str().unwrap();
-        let out = command(nvbox())
-            .env("NVIDIA_CTK_CONFIG_FILE_PATH", &self.config)
-            .env("PATH", Self::env_path())
+        let mut c = command(nvbox());
+        c.env("NVIDIA_CTK_CONFIG_FILE_PATH", &self.config)
+            .env("PATH", path)
             .arg("doctor")
             .args([
                 "--root",
@@ -108,13 +140,9 @@ impl Setup {
             ])
             .arg(format!("--docker-config={}", self.daemon_json.display()))
             .arg(format!("--containerd-config={}", self.containerd.display()))
-            .arg(format!("--cdi-spec-dirs={}", self.cdi.display()))
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(stderr(&out).is_empty(), "stderr: {}", stderr(&out));
-        let lines = stdout(&out).lines().map(str::to_string).collect();
-        (out.status.code().unwrap(), lines)
+            .arg(format!("--crio-config={}", self.crio.display()))
+            .arg(format!("--cdi-spec-dirs={}", self.cdi.display()));
+        c
     }
 
     /// Every file under the scratch dir (mock tree and configs): kind, size, mtime, mode, rdev,
@@ -188,6 +216,7 @@ pub fn assert_healthy(code: i32, lines: &[String]) {
         "CDI specs",
         "docker runtime",
         "containerd runtime",
+        "crio runtime",
         "cgroups",
     ] {
         let prefix = format!("ok    {check}  — ");
