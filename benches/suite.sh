@@ -8,7 +8,9 @@
 # H100s and 8 H100s with 7 MIG instances each. Each container row times create + start + the
 # container's `true` exiting + delete; the variants of a group are interleaved, rotating which
 # goes first, so drift on the machine hits all alike, and every create gets a fresh copy of its
-# bundle (outside the timed part). Rows give median and min–max; ratios are of medians.
+# bundle (outside the timed part). Rows give median and min–max; ratios are of medians. The
+# GPU rows are repeated with the bundle on a tmpfs, which takes the filesystem's cost of creating
+# the plan's files out of the ratio.
 #
 # Before timing, each GPU variant is run once with `ls /dev` as its process: a container that
 # does not get its GPUs, a failed command or a failed concurrent create fails the suite. Timings
@@ -54,6 +56,7 @@ cleanup() {
         "$runc" --root "$state" delete --force "$id" >/dev/null 2>&1 || true
     done
     bench_dockerd_stop "$work" || true
+    umount "$work/tmpfs" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -97,17 +100,23 @@ row_ratio() {
 
 # --- containers through runc -----------------------------------------------------------------
 
-# The runc variants: "TEMPLATE CONFIG" where CONFIG `-` is plain runc, else the shim's config.
+# The runc variants: "TEMPLATE CONFIG [tmpfs]" where CONFIG `-` is plain runc, else the shim's
+# config; `tmpfs` puts the bundle (and so the rootfs) on a tmpfs instead of /tmp's filesystem.
 declare -A variant=([cpu-runc]="cpu -" [cpu-shim]="cpu $work/h8.auto.toml" [gpu-runc]="gpu -")
 for h in 8 $hosts; do
     variant[gpu-jit-h$h]="gpu $work/h$h.jit-cdi.toml"
     variant[gpu-legacy-h$h]="gpu $work/h$h.legacy.toml"
 done
+variant[gpu-runc-tmpfs]="gpu - tmpfs"
+variant[gpu-jit-tmpfs]="gpu $work/h8.jit-cdi.toml tmpfs"
+variant[gpu-legacy-tmpfs]="gpu $work/h8.legacy.toml tmpfs"
+mkdir -p "$work/tmpfs"
+mount -t tmpfs -o size=512m,mode=0755 nvbox-bench "$work/tmpfs"
 
 # One container of VARIANT in bundle BUNDLE with id ID; its output goes to stdout.
 run_container() {
     local template config
-    read -r template config <<<"${variant[$1]}"
+    read -r template config _ <<<"${variant[$1]}"
     local create=("$runc")
     [ "$config" = - ] || create=(env "NVIDIA_CTK_CONFIG_FILE_PATH=$config" "$shim")
     local rc=0
@@ -122,12 +131,13 @@ run_container() {
 
 # One timed start of VARIANT, in microseconds, appended to times/VARIANT.
 time_container() {
-    local template
-    read -r template _ <<<"${variant[$1]}"
-    rm -rf "$work/bundle"
-    cp -a "$work/template-$template" "$work/bundle"
+    local template fs bundle=$work/bundle
+    read -r template _ fs <<<"${variant[$1]}"
+    [ "$fs" = tmpfs ] && bundle=$work/tmpfs/bundle
+    rm -rf "$bundle"
+    cp -a "$work/template-$template" "$bundle"
     local t0=${EPOCHREALTIME/./}
-    run_container "$1" "$work/bundle" "bench-$$" >/dev/null
+    run_container "$1" "$bundle" "bench-$$" >/dev/null
     local t1=${EPOCHREALTIME/./}
     echo $((t1 - t0)) >>"$work/times/$1"
 }
@@ -174,6 +184,15 @@ row_ratio start.gpu_jit "runc, GPU container via runtime jit-cdi / plain" gpu-ji
 row_ratio start.cpu_shim "runc, CPU container via runtime / plain" cpu-shim cpu-runc 1.26 1.02
 row_ratio start.jit_vs_legacy "runc, GPU container via runtime jit-cdi / legacy hook" gpu-jit-h8 gpu-legacy-h8
 row_time start.plain "runc, plain container (the baseline)" gpu-runc "" ""
+
+# The same plan with the rootfs on a tmpfs: what remains is nvbox's own cost, without the
+# filesystem's price for the ~60 inodes (mount targets, directories, soname links) that any
+# injector, upstream's too, creates in a fresh rootfs.
+echo "(1b) container start, 8 GPUs, rootfs on tmpfs: $iters iterations"
+interleave time_container "$iters" "$warmup" gpu-runc-tmpfs gpu-jit-tmpfs gpu-legacy-tmpfs
+row_ratio start.gpu_legacy_tmpfs "rootfs on tmpfs: GPU container, legacy hook / plain" gpu-legacy-tmpfs gpu-runc-tmpfs "" 1.05
+row_ratio start.gpu_jit_tmpfs "rootfs on tmpfs: GPU container, jit-cdi / plain" gpu-jit-tmpfs gpu-runc-tmpfs "" 1.05
+row_time start.plain_tmpfs "rootfs on tmpfs: plain container (the baseline)" gpu-runc-tmpfs "" ""
 
 echo "(9) scaling: hosts ${hosts// /, } GPUs, $scale_iters iterations"
 scale=(gpu-runc)
