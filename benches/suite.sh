@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
     case $1 in
     --short) short=true ;;
     --json) json=$2; shift ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "suite.sh: unknown option $1" >&2; exit 2 ;;
     *) bin=$1 ;;
     esac
