@@ -15,8 +15,33 @@ pub fn fail(applet: &str, err: &anyhow::Error) -> ExitCode {
 }
 
 /// `{:#}` joins the context chain with ": "; a cause with a newline would break the one-line rule.
+/// Other control characters come from hostile input (an env value with NUL, CR or an escape
+/// sequence): they are shown escaped so that they cannot rewrite the terminal or a log line.
 pub fn one_line(err: &anyhow::Error) -> String {
-    format!("{err:#}").replace('\n', " ")
+    escape_controls(&format!("{err:#}"))
+}
+
+/// Newlines become spaces, every other control character its `\u{..}` escape.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push(' '),
+            '\t' => out.push('\t'),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Data for stdout, written so that a reader that went away (`| head`) is an error the caller's
+/// `finish` ignores, instead of the panic `print!` raises.
+pub fn write_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
 }
 
 /// Turn an applet's result into its exit status. A closed stdout (`| head`) is not an error.
@@ -33,4 +58,19 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_escapes_what_hostile_input_carries() {
+        let err = anyhow::anyhow!("device error: a\0b\r\x1b[2Jc\nd: unknown device");
+        assert_eq!(
+            one_line(&err),
+            "device error: a\\u{0}b\\r\\u{1b}[2Jc d: unknown device"
+        );
+        assert_eq!(escape_controls("GPU-0\tplain é"), "GPU-0\tplain é");
+    }
 }

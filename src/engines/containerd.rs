@@ -154,18 +154,21 @@ pub fn import_entry(top_level: &Path, drop_in: &Path) -> String {
     }
 }
 
-fn imports_of(cfg: &Table) -> Vec<Value> {
-    cfg.get("imports")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
+/// `imports` as containerd reads it: a list of strings. Anything else is refused rather than
+/// replaced, which would silently drop what the file named.
+fn imports_of(cfg: &Table) -> Result<Vec<Value>> {
+    match cfg.get("imports") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(a)) if a.iter().all(Value::is_str) => Ok(a.clone()),
+        Some(_) => bail!("imports is not a list of strings"),
+    }
 }
 
 /// The top-level text with `entry` imported (and `version` when the file was empty), comments
 /// kept; the flag says whether they could be (false: fully re-rendered).
 pub fn add_import(text: &str, entry: &str, version: i64) -> Result<(String, bool)> {
     let cfg = toml_doc::parse(text, "containerd config")?;
-    let mut imports = imports_of(&cfg);
+    let mut imports = imports_of(&cfg)?;
     let mut out = text.to_owned();
     if cfg.is_empty() {
         let v = Value::Integer(version);
@@ -188,7 +191,7 @@ pub fn add_import(text: &str, entry: &str, version: i64) -> Result<(String, bool
 /// The top-level text without `entry` in `imports` (the key dropped once empty).
 pub fn remove_import(text: &str, entry: &str) -> Result<(String, bool)> {
     let cfg = toml_doc::parse(text, "containerd config")?;
-    let before = imports_of(&cfg);
+    let before = imports_of(&cfg)?;
     let after: Vec<Value> = before
         .iter()
         .filter(|v| v.as_str() != Some(entry))

@@ -28,14 +28,29 @@ type Env = BTreeMap<String, String>;
 /// The request of a container, from its config.json view.
 pub fn request_from_container(c: &Container, cfg: &Config) -> Result<Request> {
     let env = parse_env(&c.env)?;
-    build_request(&env, c.privileged, &c.mounts, cfg)
+    build_request(&env, c.privileged, &c.mounts, cfg, Checks::Strict)
+}
+
+/// The request as the runtime shim reads it: NVIDIA_DRIVER_CAPABILITIES and the MIG variables
+/// are the legacy hook's to judge (toolkit §3.2: jit-cdi and cdi ignore them, and in legacy
+/// mode the hook the shim adds refuses them), so a bad value there does not fail `create`.
+pub fn request_for_runtime(c: &Container, cfg: &Config) -> Result<Request> {
+    let env = parse_env(&c.env)?;
+    build_request(&env, c.privileged, &c.mounts, cfg, Checks::HookOnly)
+}
+
+/// Whether the checks only the legacy hook makes upstream fail the request here too.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    Strict,
+    HookOnly,
 }
 
 /// The request from a bare environment (no mounts), as an unprivileged or privileged container.
 #[cfg(test)]
 pub fn request_from_env(env: &[String], privileged: bool, cfg: &Config) -> Result<Request> {
     let env = parse_env(env)?;
-    build_request(&env, privileged, &[], cfg)
+    build_request(&env, privileged, &[], cfg, Checks::Strict)
 }
 
 /// `KEY=VALUE` entries; a later duplicate overwrites an earlier one, so docker's appended
@@ -56,6 +71,7 @@ fn build_request(
     privileged: bool,
     mounts: &[(String, String)],
     cfg: &Config,
+    checks: Checks,
 ) -> Result<Request> {
     let legacy = is_legacy_image(env);
     let env_allowed = privileged || cfg.accept_nvidia_visible_devices_envvar_when_unprivileged;
@@ -80,10 +96,16 @@ fn build_request(
     let supported = parse_supported_caps(&cfg.supported_driver_capabilities)?;
     Ok(Request {
         devices,
-        caps: caps_from_env(env, legacy, supported)?,
+        caps: caps_from_env(env, legacy, supported, checks)?,
         requirements: requirements_from_env(env, legacy, cfg)?,
-        mig_config: mig_request(env, MIG_CONFIG, "MIG_CONFIG_DEVICES", privileged)?,
-        mig_monitor: mig_request(env, MIG_MONITOR, "MIG_MONITOR_DEVICES", privileged)?,
+        mig_config: hook_check(
+            mig_request(env, MIG_CONFIG, "MIG_CONFIG_DEVICES", privileged),
+            checks,
+        )?,
+        mig_monitor: hook_check(
+            mig_request(env, MIG_MONITOR, "MIG_MONITOR_DEVICES", privileged),
+            checks,
+        )?,
         imex_channels: imex_request(env, &from_mounts.imex, env_allowed, cfg)?,
     })
 }
@@ -220,7 +242,15 @@ fn parse_supported_caps(value: &str) -> Result<Caps> {
         .map_err(|_| anyhow!("Invalid value for config option 'supported-driver-capabilities'"))
 }
 
-fn caps_from_env(env: &Env, legacy: bool, supported: Caps) -> Result<Caps> {
+/// A refusal only the legacy hook makes: dropped (as "nothing asked") outside it.
+fn hook_check(r: Result<Option<String>>, checks: Checks) -> Result<Option<String>> {
+    match checks {
+        Checks::Strict => r,
+        Checks::HookOnly => Ok(r.unwrap_or(None)),
+    }
+}
+
+fn caps_from_env(env: &Env, legacy: bool, supported: Caps, checks: Checks) -> Result<Caps> {
     let value = match env.get(DRIVER_CAPABILITIES) {
         None if legacy => return Ok(supported),
         None => return Ok(Caps::DEFAULT.intersection(supported)),
@@ -241,7 +271,7 @@ fn caps_from_env(env: &Env, legacy: bool, supported: Caps) -> Result<Caps> {
             _ => rejected = true,
         }
     }
-    if rejected {
+    if rejected && checks == Checks::Strict {
         // Upstream's words: the request as a sorted set, then what of it is allowed.
         let mut asked = names.clone();
         asked.sort_unstable();

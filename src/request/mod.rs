@@ -5,7 +5,7 @@
 mod env;
 mod oci;
 
-pub use env::request_from_container;
+pub use env::{request_for_runtime, request_from_container};
 pub use oci::{Container, read_container, read_state};
 
 use anyhow::{Result, bail};

@@ -133,6 +133,11 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
 
 /// The whole `configure`, also called in-process by the prestart hook.
 pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
+    // The command line checks its own --pid; the hook's comes from the OCI state, where a
+    // missing pid decodes as 0 (§5.2: pid > 0).
+    if let Some(pid) = a.pid.filter(|p| *p <= 0) {
+        bail!("input error: invalid pid: {pid}");
+    }
     let imex = super::list::parse_imex_channels(&a.imex_channels)?;
     let compute_libs = a.caps.contains(Caps::COMPUTE) || a.caps.contains(Caps::VIDEO);
     let compat_mode = if a.no_cntlibs {
@@ -198,7 +203,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
     };
     let plan = build_plan(&host, &sel, &opts, &layout)?;
     if a.dry_run {
-        print!("{plan}");
+        crate::report::write_stdout(&plan.to_string())?;
         return Ok(());
     }
     let ldconfig = match super::config(g)?.nvbox.ldcache.as_deref() {

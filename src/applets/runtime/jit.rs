@@ -138,9 +138,23 @@ pub fn inject_cdi(spec: &mut Value, cfg: &Config, req: &Request) -> Result<()> {
         .map(PathBuf::from)
         .collect();
     let registry = cdi::load_registry(&dirs)?;
-    let edits = registry
-        .resolve(&names)
-        .map_err(|e| anyhow!("failed to inject CDI devices: {e:#}"))?;
+    let edits = registry.resolve(&names).map_err(|e| {
+        // Upstream logs the spec errors as warnings beside this error; on our one line they
+        // say why a device is missing (a spec that does not parse, two files defining it).
+        let causes: Vec<String> = registry
+            .errors()
+            .iter()
+            .map(|l| format!("{}: {}", l.path.display(), l.message))
+            .collect();
+        if causes.is_empty() {
+            anyhow!("failed to inject CDI devices: {e:#}")
+        } else {
+            anyhow!(
+                "failed to inject CDI devices: {e:#} (spec errors: {})",
+                causes.join("; ")
+            )
+        }
+    })?;
     for e in &edits {
         cdi::apply_edits(spec, e)?;
     }

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow, bail};
 
 use crate::config::Config;
-use crate::request::{Devices, read_container, request_from_container};
+use crate::request::{Devices, read_container, request_for_runtime};
 use crate::spec::oci::{self, SpecFile};
 use crate::version;
 
@@ -59,7 +59,7 @@ pub fn main(_name: &str, args: Vec<OsString>) -> ExitCode {
 const OCI_VERSION: &str = "1.2.0";
 
 fn fail(scan: &args::Scan, e: anyhow::Error) -> ExitCode {
-    let msg = format!("{e:#}");
+    let msg = crate::report::one_line(&e);
     log::error(scan, &msg);
     eprintln!("{NAME}: {msg}");
     ExitCode::FAILURE
@@ -71,7 +71,10 @@ fn run(scan: &args::Scan, args: &[String]) -> Result<std::convert::Infallible> {
     let (cfg, cfg_path) = match Config::load() {
         Ok(loaded) => loaded,
         Err(e) if !scan.create => {
-            eprintln!("{NAME}: warning: {e:#}; using the default runtimes to run this command");
+            eprintln!(
+                "{NAME}: warning: {}; using the default runtimes to run this command",
+                crate::report::one_line(&e)
+            );
             (Config::default(), None)
         }
         Err(e) => return Err(e),
@@ -188,7 +191,7 @@ fn modify_bundle(scan: &args::Scan, cfg: &Config, cfg_path: Option<&Path>) -> Re
     };
     let mut file = SpecFile::read(&bundle)?;
     let container = read_container(&file.value)?;
-    let mut req = request_from_container(&container, cfg)?;
+    let mut req = request_for_runtime(&container, cfg)?;
     // CDI annotations (Kubernetes device plugins set `cdi.k8s.io/…`) come first, and only where
     // CDI names can be honoured (toolkit §3.1).
     if matches!(cfg.runtime.mode.as_str(), "auto" | "cdi") {

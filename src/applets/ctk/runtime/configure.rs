@@ -30,15 +30,25 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         configure_hook(g, &o).map_err(|e| anyhow!("error creating OCI hook: {e:#}"))?;
         return Ok(ExitCode::SUCCESS);
     }
+    let plan = |g: &Global| match o.engine {
+        Engine::Docker => plan_docker(g, &o),
+        Engine::Containerd => plan_containerd(g, &o),
+        Engine::Crio => plan_crio(g, &o),
+    };
     let _lock = match o.dry_run {
         true => None,
-        false => Some(file::lock(&o.config)?),
+        false => {
+            // A config that cannot be edited is refused before the lock file is created
+            // beside it, so a refusal leaves the engine's directory as it was; the plan that
+            // counts is made again under the lock.
+            plan(&Global {
+                quiet: true,
+                ..g.clone()
+            })?;
+            Some(file::lock(&o.config)?)
+        }
     };
-    let changes = match o.engine {
-        Engine::Docker => plan_docker(g, &o)?,
-        Engine::Containerd => plan_containerd(g, &o)?,
-        Engine::Crio => plan_crio(g, &o)?,
-    };
+    let changes = plan(g)?;
     commit(g, &o, changes).map_err(|e| anyhow!("unable to flush config: {e:#}"))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -270,7 +280,7 @@ fn commit(g: &Global, o: &Options, changes: Vec<Change>) -> Result<()> {
                 info(g, label);
             }
             match c.content {
-                Some(text) => print!("{text}"),
+                Some(text) => crate::report::write_stdout(&text)?,
                 None if c.before.is_some() => {
                     info(g, &format!("Would remove {}", c.path.display()))
                 }
@@ -322,12 +332,12 @@ fn configure_hook(g: &Global, o: &Options) -> Result<()> {
         if o.remove {
             bail!("--remove needs --oci-hook-path");
         }
-        print!("{text}");
+        crate::report::write_stdout(&text)?;
         return Ok(());
     };
     if o.dry_run {
         if !o.remove {
-            print!("{text}");
+            crate::report::write_stdout(&text)?;
         }
         return Ok(());
     }
