@@ -18,7 +18,32 @@ pub fn fail(applet: &str, err: &anyhow::Error) -> ExitCode {
 /// Other control characters come from hostile input (an env value with NUL, CR or an escape
 /// sequence): they are shown escaped so that they cannot rewrite the terminal or a log line.
 pub fn one_line(err: &anyhow::Error) -> String {
-    escape_controls(&format!("{err:#}"))
+    shorten(escape_controls(&format!("{err:#}")))
+}
+
+/// Longest error line printed: a hostile 1 MB environment value quoted in an error must not
+/// become a 1 MB log line.
+const MAX_LINE: usize = 4096;
+
+/// Keep the first and last quarter-lines around a note of what was cut, on char boundaries.
+fn shorten(line: String) -> String {
+    if line.len() <= MAX_LINE {
+        return line;
+    }
+    let floor = |mut i: usize| {
+        while !line.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let head = floor(MAX_LINE / 2);
+    let tail = floor(line.len() - MAX_LINE / 4);
+    format!(
+        "{} …[{} bytes cut]… {}",
+        &line[..head],
+        tail - head,
+        &line[tail..]
+    )
 }
 
 /// Newlines become spaces, every other control character its `\u{..}` escape.
@@ -63,6 +88,17 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_lines_are_cut_in_the_middle() {
+        let err = anyhow::anyhow!("unknown device {}é", "x".repeat(1 << 20));
+        let line = one_line(&err);
+        assert!(line.len() < MAX_LINE + 64, "{}", line.len());
+        assert!(line.starts_with("unknown device xxx"));
+        assert!(line.ends_with("xxé"));
+        assert!(line.contains(" bytes cut]… "));
+        assert_eq!(one_line(&anyhow::anyhow!("short")), "short");
+    }
 
     #[test]
     fn one_line_escapes_what_hostile_input_carries() {

@@ -51,6 +51,8 @@ fn assert_one_line(applet: &str, err: &str, case: &str) {
     let prefix = format!("{applet}: ");
     assert!(err.starts_with(&prefix), "{case}: not from {applet}: {err}");
     assert!(err.ends_with('\n'), "{case}: unterminated: {err}");
+    // Errors cut what they quote: a hostile 1 MB value is not a 1 MB log line.
+    assert!(err.len() <= 4200, "{case}: a {}-byte line", err.len());
     assert_eq!(
         err.matches('\n').count(),
         1,
