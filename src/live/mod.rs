@@ -264,9 +264,8 @@ fn enter_and_apply(
     .and_then(|()| match ldconfig {
         Some(program) => ldconfig::run(&root, program, &plan.cache_dirs),
         None if plan.cache.is_empty() => Ok(()),
-        None => {
-            ldcache::update_cache(&root, &plan.cache).map_err(|e| anyhow!("ldcache error: {e}"))
-        }
+        None => ldcache::update_cache(&root, &plan.cache, &mut created)
+            .map_err(|e| anyhow!("ldcache error: {e}")),
     });
     if result.is_err() {
         for m in mounted.iter().rev() {
@@ -317,7 +316,12 @@ fn apply_all(
         let (dir, name) = rootfs::split(link)?;
         let dirfd = root.mkdir_all(dir, created)?;
         match nix::unistd::symlinkat(target.as_str(), &dirfd, name) {
-            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Ok(()) => created.push(Created {
+                dir: dirfd.try_clone().context("dup")?,
+                name: name.to_owned(),
+                is_dir: false,
+            }),
+            Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => bail!("mount error: symlink {link}: {}", e.desc().to_lowercase()),
         }
     }
