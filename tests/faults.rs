@@ -26,6 +26,14 @@ pub fn hold_host_mounts() -> MutexGuard<'static, ()> {
     HOST_MOUNTS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// One load at a time, and no kill rounds under it: two loads at once on a small machine only
+/// measure each other, and the kill delays are spread over a runtime measured without load.
+static LOAD: Mutex<()> = Mutex::new(());
+
+pub fn hold_load() -> MutexGuard<'static, ()> {
+    LOAD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The host's mounts as `mount point|fs type|source`, sorted (mount ids left out: they are
 /// not what a leak is about).
 pub fn host_mounts() -> Vec<String> {
@@ -67,7 +75,7 @@ impl Rng {
         Rng(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -76,7 +84,7 @@ impl Rng {
 
     /// Uniform in [0, n).
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
 }
 

@@ -7,7 +7,7 @@
 
 use crate::common::container::*;
 use crate::common::{is_root, nvbox, skip_or_fail};
-use crate::{Rng, hold_host_mounts, host_mounts};
+use crate::{Rng, hold_host_mounts, hold_load, host_mounts};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
@@ -358,6 +358,7 @@ fn sigkill_during_configure_leaves_nothing_and_a_retry_works() {
     if !ready() {
         return;
     }
+    let _load = hold_load();
     let _mounts = hold_host_mounts();
     let host = shared_host(&[]);
     let started = Instant::now();
@@ -375,6 +376,9 @@ fn sigkill_during_configure_leaves_nothing_and_a_retry_works() {
         "the frozen-child round did not kill the hook"
     );
     rounds.push(frozen);
+    // A miss means the process ran shorter than measured (the machine got faster): the span
+    // for that victim halves, so the delays keep falling inside its run.
+    let mut spans = [hook_t, child_t];
     let mut n = 3;
     while rounds.iter().filter(|r| r.landed).count() < LANDED + 3 && n < 3 * LANDED {
         let victim = if n % 2 == 0 {
@@ -382,13 +386,13 @@ fn sigkill_during_configure_leaves_nothing_and_a_retry_works() {
         } else {
             Victim::Child
         };
-        let span = if victim == Victim::Hook {
-            hook_t
-        } else {
-            child_t
-        };
+        let span = &mut spans[n % 2];
         let delay = Duration::from_micros(rng.below(span.as_micros() as u64));
-        rounds.push(kill_round(host, n, victim, delay, false));
+        let round = kill_round(host, n, victim, delay, false);
+        if !round.landed {
+            *span /= 2;
+        }
+        rounds.push(round);
         n += 1;
     }
     let landed = |v: Victim| rounds.iter().filter(|r| r.landed && r.victim == v).count();

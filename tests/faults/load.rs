@@ -7,18 +7,12 @@
 use crate::common::TempDir;
 use crate::common::container::*;
 use crate::common::engines::*;
-use crate::hold_host_mounts;
+use crate::{hold_host_mounts, hold_load};
 use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 const CONTAINERS: usize = 64;
-/// One load at a time: two of them at once on a small machine only measure each other.
-static LOAD: Mutex<()> = Mutex::new(());
 
-fn hold_load() -> MutexGuard<'static, ()> {
-    LOAD.lock().unwrap_or_else(|e| e.into_inner())
-}
 const IMAGE: &str = "nvbox-load:latest";
 
 /// The i-th distinct non-empty subset of 8 GPUs (97 is a unit mod 255: the masks differ).
