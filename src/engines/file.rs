@@ -110,9 +110,10 @@ pub fn lock_path(config: &Path) -> PathBuf {
     parent_of(config).join(format!(".{name}.lock"))
 }
 
-/// Block until this process holds the lock for `config`.
+/// Block until this process holds the lock for `config`. The lock sits beside the file the
+/// write will replace, so runs naming a symlinked config and runs naming its target share it.
 pub fn lock(config: &Path) -> Result<Lock> {
-    let path = lock_path(config);
+    let path = lock_path(&resolve_target(config));
     create_parent(&path)?;
     let f = OpenOptions::new()
         .read(true)

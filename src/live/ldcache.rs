@@ -18,18 +18,30 @@ use crate::plan::CacheEntry;
 const CACHE: &str = "/etc/ld.so.cache";
 const TEMP: &str = ".ld.so.cache~nvbox";
 
-/// Make `dir/soname -> file` links and write the merged cache.
-pub fn update_cache(root: &Rootfs, entries: &[CacheEntry]) -> io::Result<()> {
-    let mut scratch: Vec<Created> = Vec::new();
+/// Make `dir/soname -> file` links and write the merged cache. Directories and links that did
+/// not exist are recorded in `created`, so a caller can undo them when the cache cannot be
+/// written (a full filesystem must not leave links that keep the undo's rmdir from working).
+pub fn update_cache(
+    root: &Rootfs,
+    entries: &[CacheEntry],
+    created: &mut Vec<Created>,
+) -> io::Result<()> {
     // Entries come grouped by directory: resolve each directory once.
     let mut dir: Option<(&str, OwnedFd)> = None;
     for e in entries.iter().filter(|e| e.soname != e.file) {
         if dir.as_ref().is_none_or(|(d, _)| *d != e.dir) {
-            dir = Some((e.dir.as_str(), root.mkdir_all(&e.dir, &mut scratch)?));
+            dir = Some((e.dir.as_str(), root.mkdir_all(&e.dir, created)?));
         }
         let (_, fd) = dir.as_ref().expect("set above");
-        link_soname(fd, &e.soname, &e.file)
+        let fresh = link_soname(fd, &e.soname, &e.file)
             .map_err(|err| io::Error::other(format!("symlink {}/{}: {err}", e.dir, e.soname)))?;
+        if fresh {
+            created.push(Created {
+                dir: fd.try_clone()?,
+                name: e.soname.clone(),
+                is_dir: false,
+            });
+        }
     }
     let mut merged: Vec<OwnedEntry> = entries
         .iter()
@@ -53,22 +65,24 @@ pub fn update_cache(root: &Rootfs, entries: &[CacheEntry]) -> io::Result<()> {
         }));
     }
     let bytes = write_cache(&merged);
-    let etc = root.mkdir_all("/etc", &mut scratch)?;
+    let etc = root.mkdir_all("/etc", created)?;
     write_atomically(&etc, &bytes).map_err(|e| io::Error::other(format!("write {CACHE}: {e}")))
 }
 
-/// ldconfig's rule: a soname link is (re)made unless a non-link file holds the name.
-fn link_soname(dir: &OwnedFd, soname: &str, file: &str) -> io::Result<()> {
+/// ldconfig's rule: a soname link is (re)made unless a non-link file holds the name. True when
+/// the name was free (a replaced link is the image's and stays replaced).
+fn link_soname(dir: &OwnedFd, soname: &str, file: &str) -> io::Result<bool> {
     match symlinkat(file, dir, soname) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         Err(Errno::EEXIST) => {
             let fd = open_path(dir, soname)?;
             let st = fstat(&fd).map_err(io::Error::from)?;
             if kind(&st) != SFlag::S_IFLNK {
-                return Ok(());
+                return Ok(false);
             }
             unlinkat(dir, soname, UnlinkatFlags::NoRemoveDir).map_err(io::Error::from)?;
-            symlinkat(file, dir, soname).map_err(io::Error::from)
+            symlinkat(file, dir, soname).map_err(io::Error::from)?;
+            Ok(false)
         }
         Err(e) => Err(e.into()),
     }

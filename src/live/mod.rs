@@ -96,9 +96,19 @@ pub fn apply(
     })?;
     crate::info!("prepared {} mount sources", prepared.len());
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    let parent = nix::unistd::getpid();
     match fork_single_threaded().context("fork")? {
         Forked::Child => {
             drop(rd);
+            // A hook killed mid-configure (runc's hook timeout, an OOM kill) must not leave its
+            // child mounting into a container that runc is tearing down, or racing a retry on
+            // the same rootfs. The ppid check covers a parent that died before the prctl.
+            let orphaned = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .is_err()
+                || nix::unistd::getppid() != parent;
+            if orphaned {
+                crate::sys::process::exit_child(1);
+            }
             let result = enter_and_apply(&ns, t, plan, &proc_files, &prepared, use_new, ldconfig);
             let code = match result {
                 Ok(()) => 0,
@@ -119,6 +129,12 @@ pub fn apply(
             match status {
                 WaitStatus::Exited(_, 0) => {}
                 WaitStatus::Exited(..) if !msg.is_empty() => bail!("{msg}"),
+                WaitStatus::Exited(_, code) => {
+                    bail!("mount error: child exited with status {code}")
+                }
+                WaitStatus::Signaled(_, sig, _) => {
+                    bail!("mount error: child killed by {}", sig.as_str())
+                }
                 other => bail!("mount error: child failed: {other:?}"),
             }
         }
@@ -248,9 +264,8 @@ fn enter_and_apply(
     .and_then(|()| match ldconfig {
         Some(program) => ldconfig::run(&root, program, &plan.cache_dirs),
         None if plan.cache.is_empty() => Ok(()),
-        None => {
-            ldcache::update_cache(&root, &plan.cache).map_err(|e| anyhow!("ldcache error: {e}"))
-        }
+        None => ldcache::update_cache(&root, &plan.cache, &mut created)
+            .map_err(|e| anyhow!("ldcache error: {e}")),
     });
     if result.is_err() {
         for m in mounted.iter().rev() {
@@ -301,7 +316,12 @@ fn apply_all(
         let (dir, name) = rootfs::split(link)?;
         let dirfd = root.mkdir_all(dir, created)?;
         match nix::unistd::symlinkat(target.as_str(), &dirfd, name) {
-            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Ok(()) => created.push(Created {
+                dir: dirfd.try_clone().context("dup")?,
+                name: name.to_owned(),
+                is_dir: false,
+            }),
+            Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => bail!("mount error: symlink {link}: {}", e.desc().to_lowercase()),
         }
     }

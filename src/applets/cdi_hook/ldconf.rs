@@ -264,9 +264,12 @@ fn write_new(root: &Rootfs, abs: &str, bytes: &[u8]) -> Result<()> {
         Mode::from_bits_truncate(0o644),
     )
     .map_err(|e| anyhow!("failed to create {abs}: {}", e.desc().to_lowercase()))?;
-    File::from(fd)
-        .write_all(bytes)
-        .map_err(|e| anyhow!("failed to write {abs}: {e}"))
+    File::from(fd).write_all(bytes).map_err(|e| {
+        // A short file left behind would read as configured on the next run (an empty
+        // ld.so.conf would never get its include line).
+        let _ = unlinkat(&dirfd, name, UnlinkatFlags::NoRemoveDir);
+        anyhow!("failed to write {abs}: {e}")
+    })
 }
 
 /// musl reads no cache, only this list; created with musl's built-in default first, since the
@@ -337,7 +340,10 @@ pub fn write_cache(root: &Rootfs, folders: &[String]) -> Result<()> {
         }
     }
     crate::info!("writing {} ld.so.cache entries", entries.len());
-    update_cache(root, &entries).map_err(|e| anyhow!("failed to update ld.so.cache: {e}"))
+    // Links and directories stay on failure: upstream's ldconfig leaves its links too, and a
+    // rerun completes them.
+    update_cache(root, &entries, &mut Vec::new())
+        .map_err(|e| anyhow!("failed to update ld.so.cache: {e}"))
 }
 
 /// `lib*.so*` regular files (never a symlink: that is a soname or development link) that are
