@@ -54,10 +54,18 @@ impl RootDir {
         self.open_in_root(abs, OFlag::O_PATH)
     }
 
-    /// Like [`find`](Self::find) but opened for reading (for ELF checks and directory listing).
-    /// `O_NONBLOCK` keeps a FIFO planted under a library name from hanging us.
+    /// Like [`find`](Self::find) but opened for reading (for ELF checks and directory listing)
+    /// when it is a regular file or a directory. Anything else (a FIFO, a device node, a socket
+    /// planted under a library's name) is never opened, only found: opening a device can act on
+    /// the hardware, and opening a FIFO wakes its writer.
     pub fn open_read(&self, abs: &str) -> io::Result<Option<Found>> {
-        self.open_in_root(abs, OFlag::O_RDONLY | OFlag::O_NONBLOCK)
+        let Some(mut found) = self.open_in_root(abs, OFlag::O_PATH)? else {
+            return Ok(None);
+        };
+        if let Some(fd) = reopen_readable(&found.fd, &found.stat)? {
+            found.fd = fd;
+        }
+        Ok(Some(found))
     }
 
     fn open_in_root(&self, abs: &str, flags: OFlag) -> io::Result<Option<Found>> {
@@ -101,6 +109,33 @@ pub fn open_in_root<Fd: std::os::fd::AsFd>(
         .mode(Mode::empty())
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     retry_again(|| openat2(&root, rel, how))
+}
+
+/// An `O_PATH` fd opened again for reading, through its procfs link (the very inode, no new
+/// lookup), if `stat` says it is a regular file or a directory; `None` for anything else.
+pub fn reopen_readable(fd: &OwnedFd, stat: &FileStat) -> io::Result<Option<OwnedFd>> {
+    let ty = file_type(stat);
+    if ty != SFlag::S_IFREG && ty != SFlag::S_IFDIR {
+        return Ok(None);
+    }
+    let fd = nix::fcntl::open(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)?;
+    Ok(Some(fd))
+}
+
+/// `abs` inside `root`, opened for reading only if it is a regular file (`None` otherwise, and
+/// when it does not resolve): special files an image plants are never opened.
+pub fn open_regular_in_root<Fd: std::os::fd::AsFd>(root: Fd, abs: &str) -> Option<File> {
+    let fd = open_in_root(root, abs, OFlag::O_PATH).ok()?;
+    let stat = fstat(&fd).ok()?;
+    if file_type(&stat) != SFlag::S_IFREG {
+        return None;
+    }
+    reopen_readable(&fd, &stat).ok().flatten().map(File::from)
 }
 
 /// The scoped openat2 lookups may fail with EAGAIN when a rename races them; a retry is the

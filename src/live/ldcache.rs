@@ -18,25 +18,30 @@ use crate::plan::CacheEntry;
 const CACHE: &str = "/etc/ld.so.cache";
 const TEMP: &str = ".ld.so.cache~nvbox";
 
-/// Make `dir/soname -> file` links and write the merged cache. Directories and links that did
-/// not exist are recorded in `created`, so a caller can undo them when the cache cannot be
-/// written (a full filesystem must not leave links that keep the undo's rmdir from working).
-pub fn update_cache(
+/// Make `dir/soname -> file` links and write the merged cache.
+pub fn update_cache(root: &Rootfs, entries: &[CacheEntry]) -> io::Result<()> {
+    update_cache_tracked(root, entries, &mut Vec::new())
+}
+
+/// [`update_cache`], recording the directories and links it creates in `created`, so that a
+/// caller that fails (here or later) can remove them.
+pub fn update_cache_tracked(
     root: &Rootfs,
     entries: &[CacheEntry],
     created: &mut Vec<Created>,
 ) -> io::Result<()> {
+    let scratch = created;
     // Entries come grouped by directory: resolve each directory once.
     let mut dir: Option<(&str, OwnedFd)> = None;
     for e in entries.iter().filter(|e| e.soname != e.file) {
         if dir.as_ref().is_none_or(|(d, _)| *d != e.dir) {
-            dir = Some((e.dir.as_str(), root.mkdir_all(&e.dir, created)?));
+            dir = Some((e.dir.as_str(), root.mkdir_all(&e.dir, scratch)?));
         }
         let (_, fd) = dir.as_ref().expect("set above");
-        let fresh = link_soname(fd, &e.soname, &e.file)
+        let made = link_soname(fd, &e.soname, &e.file)
             .map_err(|err| io::Error::other(format!("symlink {}/{}: {err}", e.dir, e.soname)))?;
-        if fresh {
-            created.push(Created {
+        if made {
+            scratch.push(Created {
                 dir: fd.try_clone()?,
                 name: e.soname.clone(),
                 is_dir: false,
@@ -65,12 +70,17 @@ pub fn update_cache(
         }));
     }
     let bytes = write_cache(&merged);
-    let etc = root.mkdir_all("/etc", created)?;
-    write_atomically(&etc, &bytes).map_err(|e| io::Error::other(format!("write {CACHE}: {e}")))
+    let etc = root.mkdir_all("/etc", scratch)?;
+    write_atomically(&etc, &bytes).map_err(|e| {
+        io::Error::other(format!(
+            "write {CACHE}: {}",
+            crate::discover::files::lower_io(&e)
+        ))
+    })
 }
 
 /// ldconfig's rule: a soname link is (re)made unless a non-link file holds the name. True when
-/// the name was free (a replaced link is the image's and stays replaced).
+/// the name was free and the link is new (what a rollback may remove).
 fn link_soname(dir: &OwnedFd, soname: &str, file: &str) -> io::Result<bool> {
     match symlinkat(file, dir, soname) {
         Ok(()) => Ok(true),
@@ -89,18 +99,10 @@ fn link_soname(dir: &OwnedFd, soname: &str, file: &str) -> io::Result<bool> {
 }
 
 fn read_old_cache(root: &Rootfs) -> Option<Vec<u8>> {
-    let fd = root
-        .resolve(CACHE, OFlag::O_RDONLY | OFlag::O_NONBLOCK)
-        .ok()?;
-    let st = fstat(&fd).ok()?;
-    if kind(&st) != SFlag::S_IFREG {
-        return None;
-    }
+    // Whatever else the image put there (a FIFO, a device node) is replaced, never opened.
+    let file = crate::discover::root::open_regular_in_root(root.fd(), CACHE)?;
     let mut bytes = Vec::new();
-    std::fs::File::from(fd)
-        .take(64 << 20)
-        .read_to_end(&mut bytes)
-        .ok()?;
+    file.take(64 << 20).read_to_end(&mut bytes).ok()?;
     Some(bytes)
 }
 

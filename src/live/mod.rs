@@ -264,7 +264,7 @@ fn enter_and_apply(
     .and_then(|()| match ldconfig {
         Some(program) => ldconfig::run(&root, program, &plan.cache_dirs),
         None if plan.cache.is_empty() => Ok(()),
-        None => ldcache::update_cache(&root, &plan.cache, &mut created)
+        None => ldcache::update_cache_tracked(&root, &plan.cache, &mut created)
             .map_err(|e| anyhow!("ldcache error: {e}")),
     });
     if result.is_err() {
@@ -313,17 +313,22 @@ fn apply_all(
         })?;
     }
     for (link, target) in &plan.symlinks {
-        let (dir, name) = rootfs::split(link)?;
-        let dirfd = root.mkdir_all(dir, created)?;
-        match nix::unistd::symlinkat(target.as_str(), &dirfd, name) {
-            Ok(()) => created.push(Created {
-                dir: dirfd.try_clone().context("dup")?,
-                name: name.to_owned(),
-                is_dir: false,
-            }),
-            Err(nix::errno::Errno::EEXIST) => {}
-            Err(e) => bail!("mount error: symlink {link}: {}", e.desc().to_lowercase()),
-        }
+        let made = rootfs::split(link).and_then(|(dir, name)| {
+            let dirfd = root.mkdir_all(dir, created)?;
+            match nix::unistd::symlinkat(target.as_str(), &dirfd, name) {
+                Ok(()) => {
+                    created.push(Created {
+                        dir: dirfd,
+                        name: name.to_owned(),
+                        is_dir: false,
+                    });
+                    Ok(())
+                }
+                Err(nix::errno::Errno::EEXIST) => Ok(()),
+                Err(e) => Err(std::io::Error::from(e)),
+            }
+        });
+        made.map_err(|e| anyhow!("mount error: symlink {link}: {}", lower_io(&e)))?;
     }
     Ok(())
 }
@@ -361,14 +366,20 @@ fn bind_one(
         root.placeholder(&b.target, 0o644, created)?
     };
     mount::attach(source, &target, b.kind)?;
-    let flags = if p.is_dir {
-        OFlag::O_PATH | OFlag::O_DIRECTORY
-    } else {
-        OFlag::O_PATH
+    let now = match source {
+        // After move_mount the tree's fd is the attached mount: rollback and the device check
+        // act on it, never on whatever the target path names by now.
+        Source::Tree(tree) => tree.try_clone()?,
+        Source::Path { .. } => {
+            let flags = if p.is_dir {
+                OFlag::O_PATH | OFlag::O_DIRECTORY
+            } else {
+                OFlag::O_PATH
+            };
+            root.resolve(&b.target, flags)
+                .map_err(|e| mount::errno_err("reopen", e))?
+        }
     };
-    let now = root
-        .resolve(&b.target, flags)
-        .map_err(|e| mount::errno_err("reopen", e))?;
     mounted.push(now.try_clone()?);
     if matches!(source, Source::Path { .. }) {
         mount::remount_legacy(&now, b.kind)?;

@@ -61,9 +61,9 @@ pub fn mount_proc(
     write_files(&dir, files, 0o444)?;
     sys::move_mount(tmpfs.as_fd(), target.as_fd())
         .map_err(|e| io::Error::other(format!("move_mount tmpfs: {}", lower(&e))))?;
-    let where_ = if subdir { "/proc/driver" } else { PROC_NVIDIA };
-    root.resolve(where_, dir_flags)
-        .map_err(|e| errno_err("reopen tmpfs", e))
+    // The fsmount fd is now the attached mount itself: no path is looked up again, so a
+    // directory swapped meanwhile cannot make the rollback detach something else.
+    Ok(tmpfs)
 }
 
 /// A tmpfs (mode 0555) holding `files` (mode 0555, as upstream writes the profile).
@@ -79,8 +79,7 @@ pub fn mount_tmpfs(
     write_files(&tmpfs, files, 0o555)?;
     sys::move_mount(tmpfs.as_fd(), target.as_fd())
         .map_err(|e| io::Error::other(format!("move_mount tmpfs: {}", lower(&e))))?;
-    root.resolve(abs, OFlag::O_PATH | OFlag::O_DIRECTORY)
-        .map_err(|e| errno_err("reopen tmpfs", e))
+    Ok(tmpfs)
 }
 
 /// New files in a fresh tmpfs, before it is attached anywhere.

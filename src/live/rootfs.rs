@@ -107,8 +107,15 @@ impl Rootfs {
                 Ok(()) => {}
                 Err(Errno::EEXIST) => {
                     // A dangling symlink: continue from what it names.
-                    let target = nix::fcntl::readlinkat(&fd, *comp)
-                        .map_err(|e| errno(e, &format!("readlink {prefix}")))?;
+                    let target = match nix::fcntl::readlinkat(&fd, *comp) {
+                        Ok(t) => t,
+                        // Not a link any more: something swapped it since the lookup above;
+                        // walk again from the top (the caller bounds the restarts).
+                        Err(Errno::EINVAL | Errno::ENOENT) => {
+                            return Ok(Walk::Restart(abs.to_owned()));
+                        }
+                        Err(e) => return Err(errno(e, &format!("readlink {prefix}"))),
+                    };
                     let target = target.to_string_lossy();
                     let rest = comps[i + 1..].join("/");
                     let base = if target.starts_with('/') {

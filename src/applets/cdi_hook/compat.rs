@@ -12,11 +12,12 @@ use std::os::unix::fs::FileExt;
 use anyhow::{Result, anyhow};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::stat::{Mode, SFlag, fstat};
+use nix::sys::stat::Mode;
 use serde_json::Value;
 
 use super::{Args, random_suffix};
-use crate::live::rootfs::{Rootfs, kind};
+use crate::discover::root::open_regular_in_root;
+use crate::live::rootfs::Rootfs;
 
 const DEFAULT_COMPAT_ROOT: &str = "/usr/local/cuda/compat";
 const CONF_DIR: &str = "/etc/ld.so.conf.d";
@@ -72,11 +73,9 @@ fn find_compat_libcuda(root: &Rootfs, dir: &str) -> Result<Option<(File, String)
             continue;
         }
         let path = format!("{}/{name}", dir.trim_end_matches('/'));
-        let Ok(fd) = root.resolve(&path, OFlag::O_RDONLY | OFlag::O_NONBLOCK) else {
-            continue;
-        };
-        if fstat(&fd).is_ok_and(|st| kind(&st) == SFlag::S_IFREG) {
-            found.push((File::from(fd), version.to_owned()));
+        // Only a regular file is opened: a FIFO or device node of that name is skipped unopened.
+        if let Some(file) = open_regular_in_root(root.fd(), &path) {
+            found.push((file, version.to_owned()));
         }
     }
     if found.len() != 1 {

@@ -14,7 +14,6 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
-use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat, renameat};
 use nix::sys::stat::{Mode, SFlag, fstat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
@@ -22,6 +21,7 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use super::{Args, random_suffix};
 use crate::discover::elf::{ElfInfo, read_elf};
 use crate::discover::ldcache::{self as cache, compare_sonames};
+use crate::discover::root::{open_regular_in_root, reopen_readable};
 use crate::live::ldcache::update_cache;
 use crate::live::ldconfig;
 use crate::live::rootfs::{Rootfs, kind, split};
@@ -239,14 +239,8 @@ fn name_exists(root: &Rootfs, abs: &str) -> bool {
 
 /// A regular file's text, at most 1 MiB.
 fn read_small(root: &Rootfs, abs: &str) -> Option<String> {
-    let fd = root
-        .resolve(abs, OFlag::O_RDONLY | OFlag::O_NONBLOCK)
-        .ok()?;
-    if kind(&fstat(&fd).ok()?) != SFlag::S_IFREG {
-        return None;
-    }
     let mut text = String::new();
-    File::from(fd)
+    open_regular_in_root(root.fd(), abs)?
         .take(1 << 20)
         .read_to_string(&mut text)
         .ok()?;
@@ -342,8 +336,7 @@ pub fn write_cache(root: &Rootfs, folders: &[String]) -> Result<()> {
     crate::info!("writing {} ld.so.cache entries", entries.len());
     // Links and directories stay on failure: upstream's ldconfig leaves its links too, and a
     // rerun completes them.
-    update_cache(root, &entries, &mut Vec::new())
-        .map_err(|e| anyhow!("failed to update ld.so.cache: {e}"))
+    update_cache(root, &entries).map_err(|e| anyhow!("failed to update ld.so.cache: {e}"))
 }
 
 /// `lib*.so*` regular files (never a symlink: that is a soname or development link) that are
@@ -363,15 +356,21 @@ fn scan_folder(root: &Rootfs, folder: &str) -> Vec<CacheEntry> {
         if !name.starts_with("lib") || !name.contains(".so") {
             continue;
         }
-        let fd = match openat(
+        // Found first, opened only if regular: never a FIFO or device node under a library name.
+        let Ok(path) = openat(
             &dirfd,
             name.as_str(),
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::ELOOP) => continue,
-            Err(_) => continue,
+        ) else {
+            continue;
+        };
+        let Some(fd) = fstat(&path)
+            .ok()
+            .filter(|st| kind(st) == SFlag::S_IFREG)
+            .and_then(|st| reopen_readable(&path, &st).ok().flatten())
+        else {
+            continue;
         };
         let Some(info) = read_library(fd) else {
             continue;

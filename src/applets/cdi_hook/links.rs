@@ -8,11 +8,11 @@ use std::os::unix::fs::PermissionsExt;
 use anyhow::{Result, anyhow, bail};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, readlinkat, renameat};
-use nix::sys::stat::fstat;
+use nix::sys::stat::{SFlag, fstat};
 use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
 
 use super::{Args, random_suffix};
-use crate::live::rootfs::{Rootfs, split};
+use crate::live::rootfs::{Rootfs, kind, split};
 
 pub fn run_create_symlinks(args: &Args) -> Result<()> {
     let specs = args.all("link");
@@ -83,18 +83,27 @@ pub fn run_chmod(args: &Args) -> Result<()> {
 }
 
 /// Paths that are missing are skipped; EPERM (a read-only or foreign mount) is ignored, as
-/// upstream does.
+/// upstream does. The parents are resolved in the root, but a symlink at the path itself is
+/// skipped, not followed: in a live container it could name a node bind-mounted from the host
+/// (runc's `/dev/null`), whose mode is the host's.
 pub fn chmod_paths(root: &Rootfs, mode: u32, paths: &[&str]) -> Result<()> {
     for path in paths {
-        let fd = match root.resolve(path, OFlag::O_PATH) {
+        let fd = match root.resolve(path, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
             Ok(fd) => fd,
             Err(Errno::ENOENT | Errno::ENOTDIR) => continue,
             Err(e) => bail!("failed to open {path}: {}", lower(e)),
         };
+        if fstat(&fd).is_ok_and(|st| kind(&st) == SFlag::S_IFLNK) {
+            eprintln!("warning: {path} is a symlink in the container; not changing its mode");
+            continue;
+        }
         match chmod_fd(&fd, mode) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
-            Err(e) => bail!("failed to chmod {path}: {e}"),
+            Err(e) => bail!(
+                "failed to chmod {path}: {}",
+                crate::discover::files::lower_io(&e)
+            ),
         }
     }
     Ok(())
