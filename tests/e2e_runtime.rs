@@ -324,18 +324,15 @@ fn state_delete_and_run_pass_through() {
         id: id.clone(),
     };
     let create_log = bundle.path().join("create.log");
-    let create = shim_command(&config.path)
-        .arg("--root")
-        .arg(&state)
-        .args(["create", "--bundle"])
-        .arg(bundle.path())
-        .arg(&id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        // A pipe would be held open by the container's init until it exits.
-        .stderr(std::fs::File::create(&create_log).unwrap())
-        .status()
-        .unwrap();
+    let create = create_logged(
+        shim_command(&config.path),
+        &state,
+        bundle.path(),
+        &id,
+        &create_log,
+    )
+    .status()
+    .unwrap();
     let log = std::fs::read_to_string(&create_log).unwrap();
     assert!(create.success(), "create: {log}");
     let shim = |args: &[&str]| {

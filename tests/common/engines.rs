@@ -103,6 +103,27 @@ pub fn unique_id(tag: &str) -> String {
 }
 
 /// The runc state directory the shim-driven containers use.
+/// `PROGRAM --root STATE create --bundle BUNDLE ID` from `cmd` (the shim or runc), stdin and
+/// stdout closed.
+pub fn create_command(mut cmd: Command, state: &Path, bundle: &Path, id: &str) -> Command {
+    cmd.arg("--root")
+        .arg(state)
+        .args(["create", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    cmd
+}
+
+/// [`create_command`] with stderr in the file `log`: a pipe would be held open by the created
+/// container's init until it exits.
+pub fn create_logged(cmd: Command, state: &Path, bundle: &Path, id: &str, log: &Path) -> Command {
+    let mut cmd = create_command(cmd, state, bundle, id);
+    cmd.stderr(std::fs::File::create(log).unwrap());
+    cmd
+}
+
 pub fn shim_state() -> PathBuf {
     scratch().join("shim-runc")
 }

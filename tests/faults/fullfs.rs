@@ -282,13 +282,8 @@ fn shim_on_a_full_bundle_keeps_config_json() {
         state: state.clone(),
         id: id.clone(),
     };
-    let out = shim_command(&config.path)
-        .arg("--root")
-        .arg(&state)
-        .args(["create", "--bundle"])
-        .arg(bundle.path())
-        .arg(&id)
-        .stdin(Stdio::null())
+    let out = create_command(shim_command(&config.path), &state, bundle.path(), &id)
+        .stdout(Stdio::piped())
         .output()
         .unwrap();
     assert_one_line_enospc("shim create", &out);

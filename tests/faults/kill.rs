@@ -6,13 +6,14 @@
 //! cgroup, and the same bundle then starts with every GPU and a valid ld.so.cache.
 
 use crate::common::container::*;
+use crate::common::engines::create_logged;
 use crate::common::{is_root, nvbox, skip_or_fail};
 use crate::{Rng, hold_host_mounts, hold_load, host_mounts};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -111,15 +112,7 @@ fn start_create(host: &Host, n: usize) -> Create {
     std::fs::write(bundle.path().join("config.json"), config).unwrap();
     let state = scratch().join("kill-runc");
     let stderr = bundle.path().join("create.err");
-    let child = Command::new(RUNC)
-        .arg("--root")
-        .arg(&state)
-        .args(["create", "--bundle"])
-        .arg(bundle.path())
-        .arg(&id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
+    let child = create_logged(Command::new(RUNC), &state, bundle.path(), &id, &stderr)
         .spawn()
         .unwrap();
     Create {

@@ -3,8 +3,6 @@
 //! bundles carrying the layouts marked `runc`. A created container is inspected through its
 //! init's root before it is deleted.
 
-use std::process::Stdio;
-
 use serde_json::json;
 
 use super::canary::Canaries;
@@ -13,7 +11,9 @@ use super::layouts::{LAYOUTS, Layout, Ns};
 use super::sandbox::View;
 use super::{Outcome, plant_base};
 use crate::common::container::{Bundle, RUNC, shared_host};
-use crate::common::engines::{Created, ShimConfig, shim_command, shim_state, unique_id};
+use crate::common::engines::{
+    Created, ShimConfig, create_logged, shim_command, shim_state, unique_id,
+};
 
 pub fn matrix() -> (Vec<&'static str>, Vec<(String, Vec<Outcome>)>) {
     let host = shared_host(&["--gpus", "2"]);
@@ -84,19 +84,16 @@ fn run_case(layout: &Layout, config: &ShimConfig, mode: &str) -> Outcome {
         state: state.clone(),
         id: id.clone(),
     };
-    // A file, not a pipe: the created container's init keeps runc's stderr open.
     let err_path = bundle.path().join("create.stderr");
-    let status = shim_command(&config.path)
-        .arg("--root")
-        .arg(&state)
-        .args(["create", "--bundle"])
-        .arg(bundle.path())
-        .arg(&id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .status()
-        .unwrap();
+    let status = create_logged(
+        shim_command(&config.path),
+        &state,
+        bundle.path(),
+        &id,
+        &err_path,
+    )
+    .status()
+    .unwrap();
     o.ok = status.success();
     if o.ok {
         let st = std::process::Command::new(RUNC)
