@@ -49,7 +49,14 @@ pub fn load_kernel_modules(roots: &Roots, minors: &[u32]) {
         info!("not root: skipping kernel modules load");
         return;
     }
-    let pci = count_nvidia_pci_devices(roots);
+    // The PCI walk decides whether to load `nvidia` and how many GPU nodes to make; a loaded
+    // driver that lists its GPUs answers both, so the walk (two sysfs reads a PCI device) is
+    // skipped on every container start of a healthy host.
+    let pci = if !minors.is_empty() && module_loaded(roots, "nvidia") {
+        minors.len() as u32
+    } else {
+        count_nvidia_pci_devices(roots)
+    };
     if pci == 0 {
         warn!("failed to detect NVIDIA devices");
     }
@@ -159,11 +166,20 @@ pub fn ensure_node(roots: &Roots, path: &Path, major: u32, minor: u32) -> std::i
 fn create_node(path: &Path, major: u32, minor: u32, attrs: &NodeAttrs) {
     let rdev = makedev(u64::from(major), u64::from(minor));
     let mode = Mode::from_bits_truncate(attrs.mode & 0o777);
-    let fine = stat(path).is_ok_and(|st| {
+    let before = stat(path).ok().filter(|st| {
         SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFCHR
             && st.st_rdev == rdev
     });
-    if !fine {
+    // A node already as the driver wants it is left alone: chmod and chown would still dirty
+    // its inode on every container start.
+    if before.is_some_and(|st| {
+        st.st_mode & 0o7777 == attrs.mode & 0o777
+            && st.st_uid == attrs.uid
+            && st.st_gid == attrs.gid
+    }) {
+        return;
+    }
+    if before.is_none() {
         let _ = std::fs::remove_file(path);
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);

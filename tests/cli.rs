@@ -491,6 +491,24 @@ fn load_kmods_recreates_missing_and_wrong_nodes() {
             "{name}: DeviceFileMode 438 from params"
         );
     }
+    // A node with the wrong mode is repaired; one already right is not touched (its ctime
+    // stays: no chmod/chown on every container start).
+    std::fs::set_permissions(
+        dev.join("nvidia0"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let ctl = std::fs::metadata(dev.join("nvidiactl")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    ok(&cli(host.path(), &["--load-kmods", "info"]));
+    let md = std::fs::metadata(dev.join("nvidia0")).unwrap();
+    assert_eq!(md.mode() & 0o777, 0o666, "nvidia0 repaired");
+    let again = std::fs::metadata(dev.join("nvidiactl")).unwrap();
+    assert_eq!(
+        (again.ctime(), again.ctime_nsec()),
+        (ctl.ctime(), ctl.ctime_nsec()),
+        "a correct node was rewritten"
+    );
     // ModifyDeviceFiles: 0 means the driver's nodes are managed elsewhere: leave them alone.
     let params = host.path().join("proc/driver/nvidia/params");
     let text = std::fs::read_to_string(&params).unwrap();
