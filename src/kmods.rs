@@ -39,15 +39,16 @@ impl NodeAttrs {
 }
 
 /// Load `nvidia`, `nvidia-uvm`, `nvidia-modeset` when missing, then create their nodes under
-/// the dev root. `minors` are the GPUs' minors when the driver already lists them.
-pub fn load_kernel_modules(roots: &Roots, minors: &[u32]) {
+/// the dev root. `minors` are the GPUs' minors when the driver already lists them. True when
+/// `nvidia` was not loaded before: GPUs read earlier may then be out of date.
+pub fn load_kernel_modules(roots: &Roots, minors: &[u32]) -> bool {
     if in_user_namespace() {
         warn!("skipping kernel modules load due to user namespace");
-        return;
+        return false;
     }
     if !geteuid().is_root() {
         info!("not root: skipping kernel modules load");
-        return;
+        return false;
     }
     // The PCI walk decides whether to load `nvidia` and how many GPU nodes to make; a loaded
     // driver that lists its GPUs answers both, so the walk (two sysfs reads a PCI device) is
@@ -60,15 +61,13 @@ pub fn load_kernel_modules(roots: &Roots, minors: &[u32]) {
     if pci == 0 {
         warn!("failed to detect NVIDIA devices");
     }
-    if pci > 0 {
-        modprobe(roots, "nvidia");
-    }
+    let loaded_nvidia = pci > 0 && modprobe(roots, "nvidia");
     modprobe(roots, "nvidia-uvm");
     modprobe(roots, "nvidia-modeset");
     let attrs = NodeAttrs::read(roots);
     if !attrs.modify {
         info!("ModifyDeviceFiles is 0: leaving device nodes alone");
-        return;
+        return loaded_nvidia;
     }
     let majors = Majors::read(roots).unwrap_or_default();
     let mut nodes: Vec<(String, u32, u32)> = vec![("/dev/nvidiactl".into(), 195, 255)];
@@ -90,6 +89,7 @@ pub fn load_kernel_modules(roots: &Roots, minors: &[u32]) {
     for (path, major, minor) in nodes {
         create_node(&roots.dev_path(&path), major, minor, &attrs);
     }
+    loaded_nvidia
 }
 
 /// Inside a user namespace modprobe cannot work and mknod is refused.
@@ -123,9 +123,10 @@ fn module_loaded(roots: &Roots, name: &str) -> bool {
         .exists()
 }
 
-fn modprobe(roots: &Roots, name: &str) {
+/// Load `name` unless loaded; true when it was not loaded (whether or not loading worked).
+fn modprobe(roots: &Roots, name: &str) -> bool {
     if module_loaded(roots, name) {
-        return;
+        return false;
     }
     let path = std::fs::read_to_string(roots.proc_path("/proc/sys/kernel/modprobe"))
         .ok()
@@ -146,6 +147,7 @@ fn modprobe(roots: &Roots, name: &str) {
     } else {
         warn!("could not load kernel module {name} with {path}");
     }
+    true
 }
 
 /// Make `path` the character device `major:minor` with the driver's mode and owner (from

@@ -27,6 +27,8 @@ pub struct HostQuery {
     /// `CUDA_MPS_PIPE_DIRECTORY` of the caller.
     pub mps_dir: Option<String>,
     pub imex_channels: Vec<u32>,
+    /// GPUs the caller has already read (`--load-kmods`), used instead of reading them again.
+    pub known_gpus: Option<Vec<Gpu>>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,7 +69,9 @@ pub fn open_driver_root(roots: &Roots) -> Result<RootDir> {
 pub fn read_host(roots: &Roots, q: &HostQuery) -> Result<Host> {
     let driver = read_driver(roots).context("initialization error")?;
     let root = open_driver_root(roots)?;
-    let gpus = if q.gpus {
+    let gpus = if let Some(known) = q.gpus.then_some(q.known_gpus.as_ref()).flatten() {
+        known.clone()
+    } else if q.gpus {
         read_gpus(roots).context("detection error")?
     } else {
         Vec::new()

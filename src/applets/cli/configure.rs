@@ -146,7 +146,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         a.cuda_compat_mode.unwrap_or_default()
     };
     let needs_gpus = a.device.is_some() || a.mig_config.is_some() || a.mig_monitor.is_some();
-    let roots = prepare_host(g)?;
+    let (roots, known_gpus) = prepare_host(g)?;
     let query = HostQuery {
         ldcache: g.ldcache.clone(),
         compat32: a.caps.contains(Caps::COMPAT32),
@@ -160,6 +160,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         path_env: std::env::var("PATH").ok(),
         mps_dir: std::env::var("CUDA_MPS_PIPE_DIRECTORY").ok(),
         imex_channels: imex,
+        known_gpus,
     };
     let host = read_host(&roots, &query)?;
     let sel = match &a.device {

@@ -34,9 +34,12 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
             other => return Err(input_error(other.unexpected())),
         }
     }
-    let roots = prepare_host(g)?;
+    let (roots, known_gpus) = prepare_host(g)?;
     let driver = read_driver(&roots).context("initialization error")?;
-    let gpus = read_gpus(&roots).context("detection error")?;
+    let gpus = match known_gpus {
+        Some(gpus) => gpus,
+        None => read_gpus(&roots).context("detection error")?,
+    };
     let text = match format {
         Format::Text => render_text(&driver, &gpus),
         Format::Csv => render_csv(&driver, &gpus),

@@ -96,10 +96,12 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let imex = parse_imex_channels(&a.imex_channels)?;
-    let roots = prepare_host(g)?;
+    let (roots, known_gpus) = prepare_host(g)?;
     let driver = read_driver(&roots).context("initialization error")?;
     let needs_gpus = a.device.is_some() || a.mig_config.is_some() || a.mig_monitor.is_some();
-    let gpus = if needs_gpus {
+    let gpus = if let Some(known) = known_gpus.filter(|_| needs_gpus) {
+        known
+    } else if needs_gpus {
         read_gpus(&roots).context("detection error")?
     } else {
         Vec::new()

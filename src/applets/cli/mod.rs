@@ -9,6 +9,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::discover::gpus::Gpu;
 use anyhow::{Context, Result, anyhow, bail};
 use lexopt::prelude::*;
 
@@ -102,16 +103,18 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
     }
 }
 
-/// The roots, after `--load-kmods` has loaded the modules and created the nodes there.
-pub fn prepare_host(g: &Global) -> Result<Roots> {
+/// The roots, after `--load-kmods` has loaded the modules and created the nodes there; and the
+/// GPUs `--load-kmods` read, when loading changed nothing that could alter them (reading them
+/// twice was a third of discovery's syscalls).
+pub fn prepare_host(g: &Global) -> Result<(Roots, Option<Vec<Gpu>>)> {
     let roots = roots(g)?;
-    if g.load_kmods {
-        let minors: Vec<u32> = crate::discover::gpus::read_gpus(&roots)
-            .map(|gpus| gpus.iter().map(|g| g.minor).collect())
-            .unwrap_or_default();
-        crate::kmods::load_kernel_modules(&roots, &minors);
+    if !g.load_kmods {
+        return Ok((roots, None));
     }
-    Ok(roots)
+    let gpus = crate::discover::gpus::read_gpus(&roots).ok();
+    let minors: Vec<u32> = gpus.iter().flatten().map(|g| g.minor).collect();
+    let loaded = crate::kmods::load_kernel_modules(&roots, &minors);
+    Ok((roots, gpus.filter(|_| !loaded)))
 }
 
 /// Roots from the flags, then config.toml (`[nvidia-container-cli] root`, `[nvbox] *-root`), so
