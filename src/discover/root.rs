@@ -51,7 +51,7 @@ impl RootDir {
     /// Follow `abs` inside the root. `Ok(None)` when it does not exist; other errors (EACCES,
     /// ELOOP) are returned so the caller can name them.
     pub fn find(&self, abs: &str) -> io::Result<Option<Found>> {
-        self.open_in_root(abs, OFlag::O_PATH)
+        self.find_named(abs)
     }
 
     /// Like [`find`](Self::find) but opened for reading (for ELF checks and directory listing)
@@ -59,7 +59,7 @@ impl RootDir {
     /// planted under a library's name) is never opened, only found: opening a device can act on
     /// the hardware, and opening a FIFO wakes its writer.
     pub fn open_read(&self, abs: &str) -> io::Result<Option<Found>> {
-        let Some(mut found) = self.open_in_root(abs, OFlag::O_PATH)? else {
+        let Some(mut found) = self.find_named(abs)? else {
             return Ok(None);
         };
         if let Some(fd) = reopen_readable(&found.fd, &found.stat)? {
@@ -68,16 +68,25 @@ impl RootDir {
         Ok(Some(found))
     }
 
-    fn open_in_root(&self, abs: &str, flags: OFlag) -> io::Result<Option<Found>> {
-        let fd = match open_in_root(&self.fd, abs, flags) {
+    fn find_named(&self, abs: &str) -> io::Result<Option<Found>> {
+        let Some((fd, stat)) = self.find_fd(abs)? else {
+            return Ok(None);
+        };
+        let real = fd_path(&fd)?;
+        let path = self.strip_root(&real)?;
+        Ok(Some(Found { path, stat, fd }))
+    }
+
+    /// Like [`find`](Self::find) for a caller that needs the file, not its real name (a mount
+    /// source): no procfs readlink.
+    pub fn find_fd(&self, abs: &str) -> io::Result<Option<(OwnedFd, FileStat)>> {
+        let fd = match open_in_root(&self.fd, abs, OFlag::O_PATH) {
             Ok(fd) => fd,
             Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(None),
             Err(e) => return Err(io::Error::from(e)),
         };
         let stat = fstat(&fd).map_err(io::Error::from)?;
-        let real = fd_path(&fd)?;
-        let path = self.strip_root(&real)?;
-        Ok(Some(Found { path, stat, fd }))
+        Ok(Some((fd, stat)))
     }
 
     fn strip_root(&self, real: &Path) -> io::Result<String> {

@@ -197,11 +197,11 @@ fn open_source<'a>(
         );
     }
     let root = roots[slot].as_ref().expect("opened above");
-    let found = root
-        .find(&bind.source)
+    let (fd, stat) = root
+        .find_fd(&bind.source)
         .map_err(|e| anyhow!("openat2 {}: {}", bind.source, lower_io(&e)))?
         .ok_or_else(|| anyhow!("{}: no such file or directory", bind.source))?;
-    let ty = file_type(&found.stat);
+    let ty = file_type(&stat);
     let ok = match bind.kind {
         Kind::File => ty == SFlag::S_IFREG,
         Kind::Ipc => ty == SFlag::S_IFSOCK || ty == SFlag::S_IFDIR,
@@ -210,8 +210,8 @@ fn open_source<'a>(
             minor: mi,
         } => {
             ty == SFlag::S_IFCHR
-                && major(found.stat.st_rdev) as u32 == ma
-                && minor(found.stat.st_rdev) as u32 == mi
+                && major(stat.st_rdev) as u32 == ma
+                && minor(stat.st_rdev) as u32 == mi
         }
         Kind::DeviceDir => ty == SFlag::S_IFDIR,
         Kind::Proc => ty == SFlag::S_IFREG || ty == SFlag::S_IFDIR,
@@ -222,13 +222,13 @@ fn open_source<'a>(
         }
         bail!(
             "unexpected source file mode {:o} for {}",
-            found.stat.st_mode,
+            stat.st_mode,
             bind.source
         );
     }
     let is_dir = ty == SFlag::S_IFDIR;
     let reopen = Some((base.to_path_buf(), bind.source.clone()));
-    let source = mount::prepare(found.fd, bind.kind, use_new, reopen)?;
+    let source = mount::prepare(fd, bind.kind, use_new, reopen)?;
     Ok(Prepared {
         bind,
         source: Some(source),
