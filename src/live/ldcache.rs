@@ -31,6 +31,15 @@ pub fn update_cache(root: &Rootfs, entries: &[CacheEntry]) -> io::Result<()> {
         link_soname(fd, &e.soname, &e.file)
             .map_err(|err| io::Error::other(format!("symlink {}/{}: {err}", e.dir, e.soname)))?;
     }
+    let bytes = merge_cache(read_old_cache(root).as_deref(), entries);
+    let etc = root.mkdir_all("/etc", &mut scratch)?;
+    write_atomically(&etc, &bytes).map_err(|e| io::Error::other(format!("write {CACHE}: {e}")))
+}
+
+/// The new cache file: `entries` plus the entries of the image's own cache (`old`, untrusted
+/// bytes; unreadable ones are dropped as if there were no cache), ours replacing the image's for
+/// the same soname and word size. Pure, so that the merge of a hostile cache can be fuzzed.
+pub fn merge_cache(old: Option<&[u8]>, entries: &[CacheEntry]) -> Vec<u8> {
     let mut merged: Vec<OwnedEntry> = entries
         .iter()
         .map(|e| OwnedEntry {
@@ -41,8 +50,7 @@ pub fn update_cache(root: &Rootfs, entries: &[CacheEntry]) -> io::Result<()> {
             hwcap: 0,
         })
         .collect();
-    let old = read_old_cache(root);
-    if let Some(bytes) = &old
+    if let Some(bytes) = old
         && let Ok(cache) = LdCache::parse(bytes)
     {
         // Ours replace the image's entries for the same soname and word size.
@@ -52,9 +60,7 @@ pub fn update_cache(root: &Rootfs, entries: &[CacheEntry]) -> io::Result<()> {
                 .any(|e| e.soname == o.soname && e.flags == o.flags)
         }));
     }
-    let bytes = write_cache(&merged);
-    let etc = root.mkdir_all("/etc", &mut scratch)?;
-    write_atomically(&etc, &bytes).map_err(|e| io::Error::other(format!("write {CACHE}: {e}")))
+    write_cache(&merged)
 }
 
 /// ldconfig's rule: a soname link is (re)made unless a non-link file holds the name.
