@@ -61,19 +61,20 @@ while [ $# -gt 0 ]; do
     batch=""
     n=0
     while [ $# -gt 0 ] && [ "$n" -lt "${FUZZ_JOBS:-1}" ]; do
-        (rc=0; run_one "$1" || rc=$?; echo "$rc" >"$logs/$1.rc") &
+        (start=$(date +%s); rc=0; run_one "$1" || rc=$?
+            echo "$rc $(($(date +%s) - start))" >"$logs/$1.rc") &
         batch="$batch $1"
         n=$((n + 1))
         shift
     done
     wait
     for t in $batch; do
-        rc=$(cat "$logs/$t.rc")
+        read -r rc took <"$logs/$t.rc"
         runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t.log" | tail -n 1)
         rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$logs/$t.log" | tail -n 1)
         crashes=0
         [ "$rc" -eq 0 ] || crashes=1
-        printf '%-16s %8s %12s %10s %8s\n' "$t" "$secs" "${runs:-?}" "${rate:-?}" "$crashes"
+        printf '%-16s %8s %12s %10s %8s\n' "$t" "$took" "${runs:-?}" "${rate:-?}" "$crashes"
         if [ "$rc" -ne 0 ]; then
             failed=1
             grep -A1 'panicked at' "$logs/$t.log" | sed "s/^/    $t: /" | head -n 4
