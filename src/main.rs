@@ -6,42 +6,10 @@
 
 #![deny(unsafe_code)]
 
-mod applets;
-mod config;
-mod discover;
-mod doctor;
-mod engines;
-mod kmods;
-mod live;
-mod log;
-mod mock;
-mod plan;
-mod report;
-mod request;
-mod require;
-mod select;
-mod spec;
-mod sys;
-#[cfg(test)]
-mod testing;
-mod version;
+use nvbox::{APPLETS, AppletMain, doctor, mock, report, version};
 
 use std::ffi::OsString;
 use std::process::ExitCode;
-
-/// An applet's entry point: the arguments after argv[0], and the name it was invoked as.
-type AppletMain = fn(&str, Vec<OsString>) -> ExitCode;
-
-/// Installable applets: `nvbox --list` prints these and `symlinks.sh` links each one.
-const APPLETS: &[(&str, AppletMain)] = &[
-    ("nvidia-cdi-hook", applets::cdi_hook::main),
-    ("nvidia-container-cli", applets::cli::main),
-    ("nvidia-container-runtime", applets::runtime::main),
-    ("nvidia-container-runtime-hook", applets::hook::main),
-    ("nvidia-container-toolkit", applets::hook::main),
-    ("nvidia-ctk", applets::ctk::main),
-    ("nvidia-docker", applets::docker::main),
-];
 
 /// Commands reachable only as `nvbox COMMAND`: they are tools for the operator, not names an engine
 /// calls, and names like `mock` must not land in /usr/bin.

@@ -126,8 +126,12 @@ fn parse_bus_token(token: &str) -> Option<BusId> {
     Some(id)
 }
 
+/// Compared as bytes: the token is the container's, and its `prefix.len()`-th byte may fall
+/// inside a multi-byte character, where slicing the `str` would panic.
 fn has_prefix_ignore_case(s: &str, prefix: &str) -> bool {
-    s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+    s.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 #[cfg(test)]
@@ -167,6 +171,23 @@ mod tests {
 
     fn host() -> Vec<Gpu> {
         vec![gpu(0, 0x07, 0), gpu(1, 0x0f, 2), gpu(2, 0xb7, 0)]
+    }
+
+    /// Found by fuzz/fuzz_targets/devices.rs: a non-ASCII character across the length of the
+    /// `GPU-`/`MIG-` prefixes (`NVIDIA_VISIBLE_DEVICES=DIS\u{fffd}…`) made selection panic.
+    #[test]
+    fn multibyte_token_is_an_unknown_device() {
+        for token in [
+            "DIS\u{fffd}srR%",
+            "GPU\u{e9}",
+            "MI\u{1f600}",
+            "\u{e9}\u{e9}",
+        ] {
+            let err = select_devices(&host(), token).unwrap_err();
+            assert_eq!(err.to_string(), format!("{token}: unknown device"));
+        }
+        assert!(has_prefix_ignore_case("gpu-\u{e9}", "GPU-"));
+        assert!(!has_prefix_ignore_case("GP\u{e9}", "GPU-"));
     }
 
     #[test]

@@ -62,6 +62,15 @@ say "cargo clippy -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 say "cargo test"
 cargo test --quiet
+say "fuzz targets, short mode (fuzz/run.sh --short: 10 s per target)"
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] || [ "${CI:-}" = true ]; then
+        cargo +nightly --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
+        cargo install cargo-fuzz --locked
+    fi
+fi
+# Skips without nightly or cargo-fuzz, except under CI=true, where it fails.
+fuzz/run.sh --short
 say "static binary"
 sh tests/static.sh
 bin="target/$(rustc -vV | sed -n 's/^host: //p')/release/nvbox"

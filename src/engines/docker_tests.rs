@@ -93,3 +93,22 @@ fn render_matches_upstream_layout() {
         "{\n    \"default-runtime\": \"nvidia\",\n    \"features\": {\n        \"cdi\": true\n    },\n    \"runtimes\": {\n        \"nvidia\": {\n            \"args\": [],\n            \"path\": \"nvidia-container-runtime\"\n        }\n    }\n}\n"
     );
 }
+
+/// Found by fuzz/fuzz_targets/daemon_json.rs: serde_json's default float parser may be one ulp
+/// off, so a number beyond u64 (read as f64) changed each time the file was configured. With
+/// `float_roundtrip` the parse is exact and the render reads back as the same value.
+#[test]
+fn numbers_survive_a_render_round_trip() {
+    for text in [
+        r#"{"data-root": 66666666666666666666666666666666666666666666}"#,
+        r#"{"x": 0.1, "y": 1e308, "z": -2.2250738585072014e-308, "n": 18446744073709551615}"#,
+    ] {
+        let first = cfg(text);
+        let again = cfg(&render(&first));
+        assert_eq!(again, first, "{text}");
+    }
+    assert_eq!(
+        cfg(r#"{"v": 66666666666666666666666666666666666666666666}"#)["v"].as_f64(),
+        Some(6.666666666666666e43)
+    );
+}

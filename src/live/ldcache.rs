@@ -48,6 +48,20 @@ pub fn update_cache_tracked(
             });
         }
     }
+    let bytes = merge_cache(read_old_cache(root).as_deref(), entries);
+    let etc = root.mkdir_all("/etc", scratch)?;
+    write_atomically(&etc, &bytes).map_err(|e| {
+        io::Error::other(format!(
+            "write {CACHE}: {}",
+            crate::discover::files::lower_io(&e)
+        ))
+    })
+}
+
+/// The new cache file: `entries` plus the entries of the image's own cache (`old`, untrusted
+/// bytes; unreadable ones are dropped as if there were no cache), ours replacing the image's for
+/// the same soname and word size. Pure, so that the merge of a hostile cache can be fuzzed.
+pub fn merge_cache(old: Option<&[u8]>, entries: &[CacheEntry]) -> Vec<u8> {
     let mut merged: Vec<OwnedEntry> = entries
         .iter()
         .map(|e| OwnedEntry {
@@ -58,8 +72,7 @@ pub fn update_cache_tracked(
             hwcap: 0,
         })
         .collect();
-    let old = read_old_cache(root);
-    if let Some(bytes) = &old
+    if let Some(bytes) = old
         && let Ok(cache) = LdCache::parse(bytes)
     {
         // Ours replace the image's entries for the same soname and word size.
@@ -69,14 +82,7 @@ pub fn update_cache_tracked(
                 .any(|e| e.soname == o.soname && e.flags == o.flags)
         }));
     }
-    let bytes = write_cache(&merged);
-    let etc = root.mkdir_all("/etc", scratch)?;
-    write_atomically(&etc, &bytes).map_err(|e| {
-        io::Error::other(format!(
-            "write {CACHE}: {}",
-            crate::discover::files::lower_io(&e)
-        ))
-    })
+    write_cache(&merged)
 }
 
 /// ldconfig's rule: a soname link is (re)made unless a non-link file holds the name. True when

@@ -4,7 +4,7 @@
 //! An error before the exec is one line on stderr (and in the engine's `--log` file), exit 1,
 //! and runc never runs.
 
-mod args;
+pub mod args;
 mod jit;
 mod log;
 
