@@ -3,9 +3,8 @@
 //! without reading the old one: a broken image cache is replaced, not an error. Ours merges the
 //! image's entries when it can read them and otherwise drops them the same way.
 
-use std::process::Child;
-
 use super::*;
+use crate::common::sandbox::Sandbox;
 
 /// Ways an image's cache can be broken.
 fn corruptions(good: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
@@ -92,48 +91,6 @@ fn update_ldcache_replaces_a_broken_image_cache() {
     }
 }
 
-/// A process in its own mount namespace holding a tmpfs rootfs; killed on drop.
-struct Sandbox(Child);
-
-impl Sandbox {
-    fn new(root: &Path, cache: &Path) -> Sandbox {
-        std::fs::create_dir_all(root).unwrap();
-        let script = format!(
-            "mount -t tmpfs tmpfs {r} && mkdir -p {r}/etc && cp {c} {r}/etc/ld.so.cache && echo ready && exec sleep 600",
-            r = root.display(),
-            c = cache.display()
-        );
-        let mut child = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        use std::io::BufRead;
-        std::io::BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "sandbox failed");
-        Sandbox(child)
-    }
-
-    fn read(&self, path: &Path) -> Vec<u8> {
-        let out = Command::new("nsenter")
-            .args(["-t", &self.0.id().to_string(), "-m", "cat"])
-            .arg(path)
-            .output()
-            .unwrap();
-        out.stdout
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn configure_replaces_a_broken_image_cache() {
     if !is_root() {
@@ -146,8 +103,11 @@ fn configure_replaces_a_broken_image_cache() {
         let seed = host.dir.path().join(format!("seed{i}"));
         std::fs::write(&seed, &bytes).unwrap();
         let root = host.dir.path().join(format!("rootfs{i}"));
-        let sb = Sandbox::new(&root, &seed);
-        let pid = sb.0.id().to_string();
+        let sb = Sandbox::new(
+            &root,
+            &format!("mkdir -p etc && cp {} etc/ld.so.cache", seed.display()),
+        );
+        let pid = sb.pid();
         let out = host.run(
             "nvidia-container-cli",
             &[
