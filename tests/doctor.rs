@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::container::{DOCKER, DOCKERD, DaemonConfig, Dockerd, applet_dir, have_prerequisites};
 use common::*;
-use setup::{Setup, assert_healthy, not_ok};
+use setup::{Setup, assert_healthy, not_ok, run_fix};
 
 #[test]
 fn healthy_host_is_all_ok_and_json_agrees() {
@@ -58,18 +58,7 @@ fn wrong_device_major() {
     );
     assert_eq!(code, 1);
     // The fix, run as printed, repairs it.
-    let out = command(nvbox())
-        .args([
-            "nvidia-ctk",
-            "system",
-            "create-device-nodes",
-            "--control-devices",
-        ])
-        .arg(format!("--dev-root={h}"))
-        .arg(format!("--proc-root={h}"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_fix(&lines, "device node /dev/nvidiactl");
     let (code, lines) = s.doctor(&[]);
     assert_healthy(code, &lines);
 }
@@ -376,18 +365,7 @@ fn systemd_cgroup_driver_with_legacy_mode_needs_dev_char_links() {
     );
     assert_eq!(code, 0);
     // The first fix, run as printed, creates the links.
-    let out = command(nvbox())
-        .args([
-            "nvidia-ctk",
-            "system",
-            "create-dev-char-symlinks",
-            "--create-all",
-        ])
-        .arg(format!("--dev-root={h}"))
-        .arg(format!("--proc-root={h}"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_fix(&lines, "docker cgroup driver");
     let (code, lines) = s.doctor(&[]);
     assert_healthy(code, &lines);
     assert!(lines.contains(&"ok    docker cgroup driver  — systemd with mode auto: /dev/char links present, GPUs survive systemctl daemon-reload".to_string()), "{lines:#?}");

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use crate::common::container::applet_dir;
 use crate::common::*;
-use crate::setup::{PROCESS_TABLE, Setup, assert_healthy, not_ok};
+use crate::setup::{PROCESS_TABLE, Setup, assert_healthy, not_ok, run_fix};
 
 /// The doctor's command run by `sh -c SCRIPT` in a private mount namespace (`exec "$@"` ends
 /// the script), so mounts made there vanish with it.
@@ -189,13 +189,7 @@ fn crio_without_the_runtime_and_with_the_hook() {
     assert_eq!(code, 1);
 
     // The printed fix repairs it (without the restart: no CRI-O runs here).
-    let configure = fix.split(" && ").next().unwrap();
-    let out = Command::new("sh")
-        .args(["-c", configure])
-        .env("PATH", Setup::env_path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_fix(&lines, "crio runtime");
     let (code, lines) = s.doctor_read_only(&[]);
     assert_healthy(code, &lines);
 
@@ -256,17 +250,4 @@ fn crio_without_the_runtime_and_with_the_hook() {
             .as_str()
         )
     );
-}
-
-/// Run the fix printed on the `check` line (the part after "or …:" when it offers two).
-fn run_fix(lines: &[String], check: &str) {
-    let line = line_of(lines, check).unwrap_or_else(|| panic!("no {check} line: {lines:#?}"));
-    let fix = line.split("; fix: ").nth(1).unwrap();
-    let command = fix.rsplit(": ").next().unwrap();
-    let out = Command::new("sh")
-        .args(["-c", command])
-        .env("PATH", Setup::env_path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{command}: {}", stderr(&out));
 }

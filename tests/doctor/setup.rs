@@ -227,3 +227,24 @@ pub fn assert_healthy(code: i32, lines: &[String]) {
         );
     }
 }
+
+/// Run, as printed, the fix on the line of `check`: the first of alternatives (`X (or Y)`), the
+/// command after a prose lead-in (`…: COMMAND`), without a trailing service restart (`&& systemctl
+/// restart …`: no engine runs as a service here).
+pub fn run_fix(lines: &[String], check: &str) {
+    let infix = format!("  {check}  — ");
+    let line = lines
+        .iter()
+        .find(|l| l.contains(&infix))
+        .unwrap_or_else(|| panic!("no {check} line: {lines:#?}"));
+    let fix = line.split("; fix: ").nth(1).expect("a line with a fix");
+    let fix = fix.split(" (or ").next().unwrap();
+    let fix = fix.rsplit(": ").next().unwrap();
+    let command = fix.split(" && systemctl ").next().unwrap();
+    let out = std::process::Command::new("sh")
+        .args(["-c", command])
+        .env("PATH", Setup::env_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{command}: {}", stderr(&out));
+}
