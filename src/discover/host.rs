@@ -69,12 +69,10 @@ pub fn open_driver_root(roots: &Roots) -> Result<RootDir> {
 pub fn read_host(roots: &Roots, q: &HostQuery) -> Result<Host> {
     let driver = read_driver(roots).context("initialization error")?;
     let root = open_driver_root(roots)?;
-    let gpus = if let Some(known) = q.gpus.then_some(q.known_gpus.as_ref()).flatten() {
-        known.clone()
-    } else if q.gpus {
-        read_gpus(roots).context("detection error")?
-    } else {
-        Vec::new()
+    let gpus = match (q.gpus, &q.known_gpus) {
+        (false, _) => Vec::new(),
+        (true, Some(known)) => known.clone(),
+        (true, None) => read_gpus(roots).context("detection error")?,
     };
     let majors = Majors::read(roots).context("detection error")?;
     let ldcache = q.ldcache.as_deref().unwrap_or("/etc/ld.so.cache");

@@ -99,12 +99,10 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
     let (roots, known_gpus) = prepare_host(g)?;
     let driver = read_driver(&roots).context("initialization error")?;
     let needs_gpus = a.device.is_some() || a.mig_config.is_some() || a.mig_monitor.is_some();
-    let gpus = if let Some(known) = known_gpus.filter(|_| needs_gpus) {
-        known
-    } else if needs_gpus {
-        read_gpus(&roots).context("detection error")?
-    } else {
-        Vec::new()
+    let gpus = match (needs_gpus, known_gpus) {
+        (false, _) => Vec::new(),
+        (true, Some(known)) => known,
+        (true, None) => read_gpus(&roots).context("detection error")?,
     };
     let majors = if needs_gpus {
         Majors::read(&roots).context("detection error")?
