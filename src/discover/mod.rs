@@ -7,6 +7,7 @@ pub mod driver;
 pub mod elf;
 pub mod files;
 pub mod gpus;
+pub mod graphics;
 pub mod host;
 pub mod ldcache;
 pub mod root;

@@ -4,6 +4,7 @@
 
 mod driver_files;
 pub mod elf;
+pub mod graphics;
 mod host;
 
 use std::ffi::OsString;
@@ -104,6 +105,8 @@ pub struct Spec {
     pub mig: u32,
     /// Skip libraries/binaries/firmware/ld.so.cache (for hosts built from real driver packages).
     pub driver_files: bool,
+    /// A graphics host: DRM nodes, loader config files, X.Org modules, EGL platform libraries.
+    pub graphics: bool,
 }
 
 pub const DEFAULT_DRIVER_VERSION: &str = "535.104.05";
@@ -137,6 +140,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let mut version = DEFAULT_DRIVER_VERSION.to_string();
     let mut mig = 0u32;
     let mut driver_files = true;
+    let mut graphics = false;
     while let Some(arg) = parser.next().map_err(flat)? {
         match arg {
             Long("gpus") => gpus = parser.value()?.parse().map_err(flat)?,
@@ -144,6 +148,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
             Long("driver-version") => version = parser.value()?.string()?,
             Long("mig") => mig = parser.value()?.parse().map_err(flat)?,
             Long("no-driver-files") => driver_files = false,
+            Long("graphics") => graphics = true,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -180,6 +185,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         driver_version: version,
         mig,
         driver_files,
+        graphics,
     }))
 }
 
@@ -212,6 +218,9 @@ pub fn write_host(spec: &Spec) -> Result<Vec<String>> {
     host::write_dev(&spec, &gpus, &mut notes)?;
     if spec.driver_files {
         driver_files::write_driver_files(&spec, &gpus)?;
+    }
+    if spec.graphics {
+        graphics::write_graphics(&spec, &gpus, &mut notes)?;
     }
     Ok(notes)
 }
@@ -252,5 +261,9 @@ nvbox at it.
                            on every GPU (MIG-capable models only)
   --no-driver-files        only the kernel side (procfs, sysfs, /dev): for a driver root
                            made from real driver packages
+  --graphics               a graphics host: nvidia-drm's card and render nodes per GPU
+                           (sysfs, /dev/dri, by-path links; a BMC holds card0), the Vulkan,
+                           EGL, GLVND and OpenCL loader files, nvoptix.bin, xorg.conf.d, the
+                           X.Org modules, nvidia-xconfig and the EGL platform libraries
   -h, --help               this help
 ";

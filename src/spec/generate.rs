@@ -277,11 +277,19 @@ fn build(host: &Host, sel: &Selection, caps: Caps) -> Result<Plan> {
     let opts = Options {
         caps,
         compat_mode: CompatMode::Disabled,
+        graphics: true,
         ..Options::default()
     };
     let mut p = plan::build_plan(host, sel, &opts, &layout)?;
+    let placed = |path: &str| {
+        let lib = |l: &crate::discover::files::Library| l.path == path;
+        host.libs.iter().any(lib)
+            || host.libs32.iter().any(lib)
+            || host.graphics.libs.iter().any(lib)
+            || host.bins.iter().any(|b| b.path == path)
+    };
     for b in &mut p.binds {
-        if b.root == Root::Driver {
+        if b.root == Root::Driver && placed(&b.source) {
             b.target.clone_from(&b.source);
         }
     }
@@ -334,9 +342,6 @@ fn add_driver_hooks(e: &mut ContainerEdits, host: &Host, o: &GenerateOptions, di
                 format!("{dir}/gbm/nvidia-drm_gbm.so"),
             );
         }
-        if *file == format!("libglxserver_nvidia.so.{version}") {
-            push(&mut graphics, file, format!("{dir}/libglxserver_nvidia.so"));
-        }
         if file.starts_with("libcuda.so.") {
             push(&mut links, "libcuda.so.1", format!("{dir}/libcuda.so"));
         }
@@ -356,6 +361,25 @@ fn add_driver_hooks(e: &mut ContainerEdits, host: &Host, o: &GenerateOptions, di
         let dev = format!("{}.so", file.split(".so").next().unwrap_or(file));
         if dev != lib.soname && on_host(&dev) {
             push(&mut links, &lib.soname, format!("{dir}/{dev}"));
+        }
+    }
+    // Upstream's graphics discoverer orders its links by mount: the libraries, then X.Org.
+    let extra = host
+        .graphics
+        .libs
+        .iter()
+        .map(|l| &l.path)
+        .chain(&host.graphics.files);
+    for path in extra {
+        let dir = parent(path);
+        let file = path.rsplit('/').next().unwrap_or(path);
+        for base in [
+            crate::discover::graphics::VULKAN_PRODUCER,
+            crate::discover::graphics::GLXSERVER,
+        ] {
+            if *file == format!("{base}.{version}") {
+                push(&mut graphics, file, format!("{dir}/{base}"));
+            }
         }
     }
     // Exact duplicates of a spec were skipped; the pairs keep their order.

@@ -161,6 +161,9 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         mps_dir: std::env::var("CUDA_MPS_PIPE_DIRECTORY").ok(),
         imex_channels: imex,
         known_gpus,
+        // libnvidia-container mounts no graphics config files or DRM nodes; in legacy mode the
+        // runtime adds them to the spec, as upstream's graphics modifier does.
+        graphics: false,
     };
     let host = read_host(&roots, &query)?;
     let sel = match &a.device {
@@ -201,6 +204,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         mig_config: mig_all && a.mig_config.is_some(),
         mig_monitor: mig_all && a.mig_monitor.is_some(),
         compat_mode,
+        graphics: false,
     };
     let plan = build_plan(&host, &sel, &opts, &layout)?;
     if a.dry_run {

@@ -41,6 +41,7 @@ pub fn inject_jit(
         mps_dir: std::env::var("CUDA_MPS_PIPE_DIRECTORY").ok(),
         imex_channels: req.imex_channels.clone(),
         ipc: IpcOptions::default(),
+        graphics: true,
         ..HostQuery::default()
     };
     let host = read_host(&roots, &query)?;
@@ -57,6 +58,7 @@ pub fn inject_jit(
             .union(Caps::UTILITY)
             .union(Caps::VIDEO),
         compat_mode: CompatMode::Disabled,
+        graphics: true,
         ..Options::default()
     };
     let plan = plan::build_plan(&host, &sel, &opts, &layout)?;
