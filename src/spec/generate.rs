@@ -69,14 +69,7 @@ pub fn edits_from_plan(
     compat: Option<&str>,
 ) -> ContainerEdits {
     let mut e = edits_from_binds(&plan.binds, roots);
-    if !plan.symlinks.is_empty() {
-        let links: Vec<String> = plan
-            .symlinks
-            .iter()
-            .map(|(link, target)| format!("--link={target}::{link}"))
-            .collect();
-        e.hooks.push(hook.make("create-symlinks", &links));
-    }
+    push_link_hook(&mut e, plan, hook);
     e.hooks
         .push(hook.make("disable-device-node-modification", &[]));
     if let Some(version) = compat {
@@ -85,6 +78,31 @@ pub fn edits_from_plan(
             &[format!("--host-driver-version={version}")],
         ));
     }
+    push_ldcache_hook(&mut e, plan, hook);
+    e
+}
+
+/// A graphics-only plan as edits (legacy mode, beside the prestart hook that owns the rest):
+/// mounts, nodes, links, and the loader cache over the directory its libraries went to.
+pub fn graphics_edits_from_plan(plan: &Plan, roots: &Roots, hook: &HookCommand) -> ContainerEdits {
+    let mut e = edits_from_binds(&plan.binds, roots);
+    push_link_hook(&mut e, plan, hook);
+    push_ldcache_hook(&mut e, plan, hook);
+    e
+}
+
+fn push_link_hook(e: &mut ContainerEdits, plan: &Plan, hook: &HookCommand) {
+    if !plan.symlinks.is_empty() {
+        let links: Vec<String> = plan
+            .symlinks
+            .iter()
+            .map(|(link, target)| format!("--link={target}::{link}"))
+            .collect();
+        e.hooks.push(hook.make("create-symlinks", &links));
+    }
+}
+
+fn push_ldcache_hook(e: &mut ContainerEdits, plan: &Plan, hook: &HookCommand) {
     let mut folders: Vec<String> = Vec::new();
     for c in &plan.cache {
         if !folders.contains(&c.dir) {
@@ -95,7 +113,6 @@ pub fn edits_from_plan(
         let args: Vec<String> = folders.iter().map(|f| format!("--folder={f}")).collect();
         e.hooks.push(hook.make("update-ldcache", &args));
     }
-    e
 }
 
 /// Device nodes and mounts of the binds; procfs and rootfs binds have no CDI form.

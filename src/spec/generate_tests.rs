@@ -186,7 +186,9 @@ fn graphics_files_are_common_and_drm_nodes_follow_their_gpu() {
         .mounts
         .iter()
         .map(|m| {
-            let h = m.host_path.strip_prefix(host.roots.driver.to_str().unwrap());
+            let h = m
+                .host_path
+                .strip_prefix(host.roots.driver.to_str().unwrap());
             (h.unwrap().to_owned(), m.container_path.as_str())
         })
         .collect();
@@ -217,9 +219,17 @@ fn graphics_files_are_common_and_drm_nodes_follow_their_gpu() {
             "{h} -> {c} missing from {mounts:#?}"
         );
     }
-    let dev0 = &spec.devices.iter().find(|d| d.name == "0").unwrap().container_edits;
+    let dev0 = &spec
+        .devices
+        .iter()
+        .find(|d| d.name == "0")
+        .unwrap()
+        .container_edits;
     let nodes: Vec<&str> = dev0.device_nodes.iter().map(|n| n.path.as_str()).collect();
-    assert_eq!(nodes, ["/dev/nvidia0", "/dev/dri/card1", "/dev/dri/renderD128"]);
+    assert_eq!(
+        nodes,
+        ["/dev/nvidia0", "/dev/dri/card1", "/dev/dri/renderD128"]
+    );
     let links = &dev0.hooks[0].args;
     assert_eq!(
         links[1..],
