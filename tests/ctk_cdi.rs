@@ -357,6 +357,10 @@ impl Podman {
 
     /// `podman run --device DEVICE IMAGE sh -c SCRIPT` in the private namespace.
     fn run(&self, spec_dir: &Path, device: &str, image: &str, script: &str) -> Output {
+        // One run at a time: a run that made /run/cdi removes it at the end, and removing a
+        // mount point detaches it from every other namespace (Linux 3.18+), a parallel run's too.
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
         let mut hide_etc = String::new();
         if Path::new("/etc/cdi").is_dir() {
             hide_etc = "mount -t tmpfs none /etc/cdi && ".to_owned();
