@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::container::{BUSYBOX, applet_dir, have_prerequisites, make_rootfs, shared_host, text};
 use common::podman_cdi::{CdiPodman, PODMAN};
