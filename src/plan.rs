@@ -7,6 +7,7 @@ use std::fmt;
 
 use anyhow::{Result, bail};
 
+use crate::discover::gated::GatedDevices;
 use crate::discover::gpus::CAPS_DIR;
 use crate::discover::host::Host;
 use crate::discover::ldcache;
@@ -93,6 +94,8 @@ pub enum Kind {
     Device { major: u32, minor: u32 },
     /// A directory of device nodes (`/dev/nvidia-caps` for mig-config): `nosuid,noexec`.
     DeviceDir,
+    /// A directory of host files (GDS's `/run/udev`), recursively: `ro,nosuid,nodev`.
+    Dir,
     /// procfs entries exposed in the container's `/proc/driver/nvidia`: `ro,nosuid,nodev,noexec`.
     Proc,
 }
@@ -247,6 +250,7 @@ pub fn build_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) ->
     if let Some(missing) = host.imex_missing.first() {
         bail!("mount error: missing IMEX channel device node: {missing}");
     }
+    add_gated(&mut p, o, &host.gated);
     Ok(p)
 }
 
@@ -312,6 +316,21 @@ fn add_graphics(p: &mut Plan, host: &Host, sel: &Selection, o: &Options, layout:
                 p.add_symlink(link.clone(), target.clone());
             }
         }
+    }
+}
+
+/// The gated devices the container asked for and the host has: their nodes, and GDS's files
+/// at their host paths. A kind the host lacks adds nothing (upstream fails the container on an
+/// empty CDI device instead).
+pub fn add_gated(p: &mut Plan, o: &Options, gated: &GatedDevices) {
+    for node in &gated.nodes {
+        p.add_device(o, &node.path, node.major, node.minor);
+    }
+    for file in &gated.files {
+        p.bind(Root::Driver, file, file, Kind::File);
+    }
+    for dir in &gated.dirs {
+        p.bind(Root::Driver, dir, dir, Kind::Dir);
     }
 }
 
@@ -512,6 +531,7 @@ impl fmt::Display for Plan {
                 Kind::Ipc => ("bind", "nosuid,nodev,noexec".to_owned()),
                 Kind::Device { major, minor } => ("device", format!("c {major}:{minor}")),
                 Kind::DeviceDir => ("bind", "nosuid,noexec".to_owned()),
+                Kind::Dir => ("bind", "ro,nosuid,nodev,rec".to_owned()),
                 Kind::Proc => ("bind", "ro,nosuid,nodev,noexec".to_owned()),
             };
             let root = match b.root {

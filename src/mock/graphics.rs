@@ -121,15 +121,11 @@ fn write_configs(spec: &Spec) -> Result<()> {
     }
     write(
         &d.join("usr/share/vulkan/icd.d/nvidia_icd.json"),
-        format!(
-            "{{\n    \"file_format_version\" : \"1.0.1\",\n    \"ICD\": {{\n        \"library_path\": \"libGLX_nvidia.so.0\",\n        \"api_version\" : \"1.3.242\"\n    }}\n}}\n"
-        ),
+        "{\n    \"file_format_version\" : \"1.0.1\",\n    \"ICD\": {\n        \"library_path\": \"libGLX_nvidia.so.0\",\n        \"api_version\" : \"1.3.242\"\n    }\n}\n",
     )?;
     write(
         &d.join("etc/vulkan/implicit_layer.d/nvidia_layers.json"),
-        format!(
-            "{{\n    \"file_format_version\" : \"1.0.1\",\n    \"layer\": {{\n        \"name\": \"VK_LAYER_NV_optimus\",\n        \"type\": \"INSTANCE\",\n        \"library_path\": \"libGLX_nvidia.so.0\",\n        \"api_version\" : \"1.3.242\",\n        \"implementation_version\" : \"1\",\n        \"description\" : \"NVIDIA Optimus layer\",\n        \"functions\": {{\n            \"vkGetInstanceProcAddr\": \"vk_optimusGetInstanceProcAddr\",\n            \"vkGetDeviceProcAddr\": \"vk_optimusGetDeviceProcAddr\"\n        }},\n        \"enable_environment\": {{\n            \"__NV_PRIME_RENDER_OFFLOAD\": \"1\"\n        }},\n        \"disable_environment\": {{\n            \"DISABLE_LAYER_NV_OPTIMUS_1\": \"\"\n        }}\n    }}\n}}\n"
-        ),
+        "{\n    \"file_format_version\" : \"1.0.1\",\n    \"layer\": {\n        \"name\": \"VK_LAYER_NV_optimus\",\n        \"type\": \"INSTANCE\",\n        \"library_path\": \"libGLX_nvidia.so.0\",\n        \"api_version\" : \"1.3.242\",\n        \"implementation_version\" : \"1\",\n        \"description\" : \"NVIDIA Optimus layer\",\n        \"functions\": {\n            \"vkGetInstanceProcAddr\": \"vk_optimusGetInstanceProcAddr\",\n            \"vkGetDeviceProcAddr\": \"vk_optimusGetDeviceProcAddr\"\n        },\n        \"enable_environment\": {\n            \"__NV_PRIME_RENDER_OFFLOAD\": \"1\"\n        },\n        \"disable_environment\": {\n            \"DISABLE_LAYER_NV_OPTIMUS_1\": \"\"\n        }\n    }\n}\n",
     )?;
     write(
         &d.join("etc/OpenCL/vendors/nvidia.icd"),

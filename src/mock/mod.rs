@@ -4,6 +4,7 @@
 
 mod driver_files;
 pub mod elf;
+mod gated;
 pub mod graphics;
 mod host;
 
@@ -107,6 +108,8 @@ pub struct Spec {
     pub driver_files: bool,
     /// A graphics host: DRM nodes, loader config files, X.Org modules, EGL platform libraries.
     pub graphics: bool,
+    /// The GPUDirect Storage, GDRCopy, MOFED and NVSwitch nodes of an HPC node.
+    pub gated: bool,
 }
 
 pub const DEFAULT_DRIVER_VERSION: &str = "535.104.05";
@@ -141,6 +144,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let mut mig = 0u32;
     let mut driver_files = true;
     let mut graphics = false;
+    let mut gated = false;
     while let Some(arg) = parser.next().map_err(flat)? {
         match arg {
             Long("gpus") => gpus = parser.value()?.parse().map_err(flat)?,
@@ -149,6 +153,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
             Long("mig") => mig = parser.value()?.parse().map_err(flat)?,
             Long("no-driver-files") => driver_files = false,
             Long("graphics") => graphics = true,
+            Long("gated") => gated = true,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -186,6 +191,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         mig,
         driver_files,
         graphics,
+        gated,
     }))
 }
 
@@ -216,6 +222,9 @@ pub fn write_host(spec: &Spec) -> Result<Vec<String>> {
     host::write_procfs(&spec, &gpus)?;
     host::write_sysfs(&spec, &gpus)?;
     host::write_dev(&spec, &gpus, &mut notes)?;
+    if spec.gated {
+        gated::write_gated(&spec, &mut notes)?;
+    }
     if spec.driver_files {
         driver_files::write_driver_files(&spec, &gpus)?;
     }
@@ -259,6 +268,9 @@ nvbox at it.
   --driver-version V       NVRM version (default 535.104.05)
   --mig N                  enable MIG with N GPU instances (one compute instance each)
                            on every GPU (MIG-capable models only)
+  --gated                  also the nodes of GPUDirect Storage (/dev/nvidia-fs*), GDRCopy
+                           (/dev/gdrdrv), MOFED (/dev/infiniband/*) and NVSwitch
+                           (/dev/nvidia-nvswitch*), /etc/cufile.json and /run/udev
   --no-driver-files        only the kernel side (procfs, sysfs, /dev): for a driver root
                            made from real driver packages
   --graphics               a graphics host: nvidia-drm's card and render nodes per GPU

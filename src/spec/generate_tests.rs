@@ -28,6 +28,7 @@ fn mock_host_with(tag: &str, gpus: usize, mig: u32, graphics: bool) -> (MockHost
         mig,
         driver_files: true,
         graphics,
+        gated: false,
     };
     mock::write_host(&spec).unwrap();
     let roots = Roots::new(Some(&dir), Some(&dir), Some(&dir), Some(&dir));

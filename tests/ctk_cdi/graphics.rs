@@ -47,7 +47,7 @@ fn podman_runs_generated_graphics_spec() {
             spec_file.to_str().unwrap(),
         ],
     ));
-    let podman = Podman::new();
+    let podman = CdiPodman::new();
     let rootfs = TempDir::new("podman-rootfs-gfx");
     make_rootfs(rootfs.path(), true);
     podman.import(rootfs.path(), "nvbox-cdi-gfx");
