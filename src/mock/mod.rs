@@ -5,6 +5,7 @@
 mod driver_files;
 pub mod elf;
 mod host;
+mod wsl;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -104,6 +105,15 @@ pub struct Spec {
     pub mig: u32,
     /// Skip libraries/binaries/firmware/ld.so.cache (for hosts built from real driver packages).
     pub driver_files: bool,
+    pub platform: Platform,
+}
+
+/// Which kind of host: a PCIe GPU server, or a WSL2 distribution.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Platform {
+    #[default]
+    Dgpu,
+    Wsl,
 }
 
 pub const DEFAULT_DRIVER_VERSION: &str = "535.104.05";
@@ -134,14 +144,16 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let mut dir = None;
     let mut gpus = 8usize;
     let mut model = MODELS[0];
-    let mut version = DEFAULT_DRIVER_VERSION.to_string();
+    let mut version = None;
+    let mut platform = Platform::Dgpu;
     let mut mig = 0u32;
     let mut driver_files = true;
     while let Some(arg) = parser.next().map_err(flat)? {
         match arg {
             Long("gpus") => gpus = parser.value()?.parse().map_err(flat)?,
             Long("model") => model = find_model(&parser.value()?.string()?)?,
-            Long("driver-version") => version = parser.value()?.string()?,
+            Long("driver-version") => version = Some(parser.value()?.string()?),
+            Long("wsl") => platform = Platform::Wsl,
             Long("mig") => mig = parser.value()?.parse().map_err(flat)?,
             Long("no-driver-files") => driver_files = false,
             Short('h') | Long("help") => {
@@ -157,6 +169,10 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         }
     }
     let dir = dir.ok_or_else(|| anyhow!("missing DIR (see nvbox mock --help)"))?;
+    let version = version.unwrap_or_else(|| match platform {
+        Platform::Wsl => wsl::DEFAULT_WSL_DRIVER_VERSION.to_owned(),
+        Platform::Dgpu => DEFAULT_DRIVER_VERSION.to_owned(),
+    });
     if gpus > 64 {
         bail!("--gpus {gpus}: at most 64 GPUs (NVML's device table size)");
     }
@@ -180,6 +196,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         driver_version: version,
         mig,
         driver_files,
+        platform,
     }))
 }
 
@@ -205,8 +222,12 @@ pub fn write_host(spec: &Spec) -> Result<Vec<String>> {
         dir,
         ..spec.clone()
     };
-    let gpus = host::gpu_layout(&spec);
     let mut notes = Vec::new();
+    if spec.platform == Platform::Wsl {
+        wsl::write_wsl_host(&spec, &mut notes)?;
+        return Ok(notes);
+    }
+    let gpus = host::gpu_layout(&spec);
     host::write_procfs(&spec, &gpus)?;
     host::write_sysfs(&spec, &gpus)?;
     host::write_dev(&spec, &gpus, &mut notes)?;
@@ -221,9 +242,17 @@ pub fn config_snippet(spec: &Spec) -> String {
     let dir = spec.dir.canonicalize().unwrap_or_else(|_| spec.dir.clone());
     let d = toml_string(&dir);
     format!(
-        "# nvbox mock host: {} x {}, driver {}{}\n# Use it: save this as config.toml and export NVIDIA_CTK_CONFIG_FILE_PATH=<that file>\n[nvidia-container-cli]\nroot = {d}\n\n[nvbox]\ndev-root = {d}\nproc-root = {d}\nsys-root = {d}\n",
-        spec.gpus,
-        spec.model.name,
+        "# nvbox mock host: {}{}, driver {}{}\n# Use it: save this as config.toml and export NVIDIA_CTK_CONFIG_FILE_PATH=<that file>\n[nvidia-container-cli]\nroot = {d}\n\n[nvbox]\ndev-root = {d}\nproc-root = {d}\nsys-root = {d}\n",
+        if spec.platform == Platform::Wsl {
+            "WSL2 (GPUs behind /dev/dxg)"
+        } else {
+            ""
+        },
+        if spec.platform == Platform::Wsl {
+            String::new()
+        } else {
+            format!("{} x {}", spec.gpus, spec.model.name)
+        },
         spec.driver_version,
         if spec.mig > 0 {
             format!(", MIG {} instances per GPU", spec.mig)
@@ -250,6 +279,8 @@ nvbox at it.
   --driver-version V       NVRM version (default 535.104.05)
   --mig N                  enable MIG with N GPU instances (one compute instance each)
                            on every GPU (MIG-capable models only)
+  --wsl                    a WSL2 distribution instead: /dev/dxg, /usr/lib/wsl/lib and
+                           the driver stores under /usr/lib/wsl/drivers (driver 560.94)
   --no-driver-files        only the kernel side (procfs, sysfs, /dev): for a driver root
                            made from real driver packages
   -h, --help               this help

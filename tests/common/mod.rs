@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub mod cdi_podman;
 pub mod container;
 pub mod engines;
 pub mod sandbox;

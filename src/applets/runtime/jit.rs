@@ -12,11 +12,14 @@ use serde_json::{Value, json};
 use crate::applets::cli::{self, Global};
 use crate::config::Config;
 use crate::discover::files::IpcOptions;
+use crate::discover::Roots;
 use crate::discover::host::{HostQuery, read_host};
+use crate::discover::wsl::{Wsl, read_wsl};
 use crate::plan::{self, CompatMode, Options, Plan};
 use crate::request::{Caps, Devices, Request};
 use crate::select::select_devices;
 use crate::spec::cdi::{self, ContainerEdits};
+use crate::spec::generate::wsl::wsl_edits;
 use crate::spec::generate::{HookCommand, edits_from_plan};
 use crate::spec::oci;
 
@@ -33,6 +36,9 @@ pub fn inject_jit(
         ..Global::default()
     };
     let roots = cli::roots(&g)?;
+    if let Some(wsl) = read_wsl(&roots)? {
+        return inject_wsl(spec, &wsl, &roots, cfg_path);
+    }
     let needs_gpus = !matches!(req.devices, Devices::DriverOnly);
     let query = HostQuery {
         ldcache: Some(cfg.cli.ldcache.clone()).filter(|l| !l.is_empty()),
@@ -69,6 +75,19 @@ pub fn inject_jit(
     edits.env.push("NVIDIA_VISIBLE_DEVICES=void".to_owned());
     cdi::apply_edits(spec, &edits)?;
     allow_extra_rules(spec, &plan, &edits)
+}
+
+/// jit-cdi on WSL2: whatever GPUs are asked for, the container gets `/dev/dxg` and the driver
+/// store (upstream's wsl spec has a single `all` device); the same edits `cdi generate --mode
+/// wsl` writes.
+fn inject_wsl(spec: &mut Value, wsl: &Wsl, roots: &Roots, cfg_path: Option<&Path>) -> Result<()> {
+    let plan = plan::build_wsl_plan(wsl, &Options::default());
+    let hook = hook_command(cfg_path)?;
+    let (device, mut edits) = wsl_edits(&plan, roots, &hook, &|_| true, None);
+    edits.append(&device);
+    combine_hooks(&mut edits, &hook);
+    edits.env.push("NVIDIA_VISIBLE_DEVICES=void".to_owned());
+    cdi::apply_edits(spec, &edits)
 }
 
 /// Our own hooks, run as one `nvbox-jit` process: the spec is made for this binary on the fly,

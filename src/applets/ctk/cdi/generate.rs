@@ -6,13 +6,15 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 use super::{Flag, Format, env_list, log_warn, next_flag, parse_bool, split_list, write_spec};
 use crate::applets::ctk::Global;
 use crate::discover::Roots;
 use crate::discover::host::{HostQuery, read_host};
+use crate::discover::wsl::{DXG, Wsl, is_wsl, read_wsl};
 use crate::spec::cdi::parse_qualified_name;
+use crate::spec::generate::wsl::generate_wsl_spec;
 use crate::spec::generate::{GenerateOptions, HookCommand, NameStrategy, generate_spec};
 
 /// Driver binaries are looked up in fixed directories: a spec must not depend on the caller.
@@ -90,9 +92,9 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
     let cfg = super::load_config(g)?;
     let mode = a.mode.clone().unwrap_or_else(|| "auto".to_owned());
     let management = match mode.as_str() {
-        "auto" | "nvml" => false,
+        "auto" | "nvml" | "wsl" => false,
         "management" => true,
-        "csv" | "gdrcopy" | "gds" | "imex" | "mofed" | "nvswitch" | "wsl" => {
+        "csv" | "gdrcopy" | "gds" | "imex" | "mofed" | "nvswitch" => {
             bail!("failed to create CDI library: mode {mode:?} is not supported by nvbox")
         }
         _ => bail!("invalid discovery mode: {mode}"),
@@ -139,18 +141,45 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         a.proc_root.as_deref().or(cfg.nvbox.proc_root.as_deref()),
         a.sys_root.as_deref().or(cfg.nvbox.sys_root.as_deref()),
     );
+    // Upstream's auto mode picks wsl where dxcore is found; here, where `/dev/dxg` is.
+    let wsl = mode == "wsl" || (mode == "auto" && is_wsl(&roots));
+    if wsl {
+        let found = read_wsl(&roots)
+            .context("failed to create CDI library")?
+            .ok_or_else(|| anyhow!("failed to create CDI library: WSL2 mode but no {DXG}"))?;
+        report_wsl(g, &found);
+        let spec = generate_wsl_spec(&found, &roots, &generate_options(&a, vendor, class, strategies, device_ids, no_all, management))
+            .context("failed to generate CDI spec")?;
+        write_spec(&spec, format, a.output.as_deref())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let query = HostQuery {
         gpus: !management,
         path_env: Some(BIN_PATH.to_owned()),
         ..HostQuery::default()
     };
     let host = read_host(&roots, &query).context("failed to create CDI library")?;
-    let opts = GenerateOptions {
+    let opts = generate_options(&a, vendor, class, strategies, device_ids, no_all, management);
+    let spec = generate_spec(&host, &opts).context("failed to generate CDI spec")?;
+    write_spec(&spec, format, a.output.as_deref())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn generate_options(
+    a: &Args,
+    vendor: String,
+    class: String,
+    strategies: Vec<NameStrategy>,
+    device_ids: Vec<String>,
+    no_all_device: bool,
+    management: bool,
+) -> GenerateOptions {
+    GenerateOptions {
         vendor,
         class,
         strategies,
         device_ids,
-        no_all_device: no_all,
+        no_all_device,
         management,
         disabled_hooks: a.disabled_hooks.clone(),
         enabled_hooks: a.enabled_hooks.clone(),
@@ -159,10 +188,17 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
             vec!["NVIDIA_CTK_DEBUG=false".to_owned()],
         ),
         ldconfig_path: a.ldconfig_path.clone(),
-    };
-    let spec = generate_spec(&host, &opts).context("failed to generate CDI spec")?;
-    write_spec(&spec, format, a.output.as_deref())?;
-    Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Upstream's log lines for the store it uses and the required files it skips.
+fn report_wsl(g: &Global, w: &Wsl) {
+    for other in &w.other_stores {
+        log_warn(g, &format!("Ignoring older NVIDIA driver store {}", other.path));
+    }
+    for m in &w.missing {
+        log_warn(g, &format!("Could not locate {m}: skipping"));
+    }
 }
 
 fn fill_from_env(a: &mut Args) {
@@ -243,7 +279,7 @@ USAGE:
 OPTIONS:
    --output value                    the path where the spec is written (default: stdout) [$NVIDIA_CTK_CDI_OUTPUT_FILE_PATH]
    --format value                    json or yaml (default: yaml) [$NVIDIA_CTK_CDI_GENERATE_OUTPUT_FORMAT]
-   --mode value, --discovery-mode    auto, nvml or management (default: auto) [$NVIDIA_CTK_CDI_GENERATE_MODE]
+   --mode value, --discovery-mode    auto, nvml, management or wsl (default: auto) [$NVIDIA_CTK_CDI_GENERATE_MODE]
    --device-name-strategy value      index, uuid, type-index (default: index, uuid) [$NVIDIA_CTK_CDI_GENERATE_DEVICE_NAME_STRATEGIES]
    --driver-root value               the driver root (default: /) [$NVIDIA_CTK_DRIVER_ROOT]
    --dev-root value                  where /dev is read (default: the driver root) [$NVIDIA_CTK_DEV_ROOT]
