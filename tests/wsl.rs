@@ -87,21 +87,27 @@ fn runc_container_gets_dxg_and_the_driver_store() {
         return;
     }
     let host = wsl_host();
-    for env in ["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_VISIBLE_DEVICES=0"] {
-        let config = ShimConfig::new(host, "");
-        let mut bundle = Bundle::new(true);
-        bundle.script(PROBE);
-        bundle.env(&[env]);
-        let run = run_shim(&mut bundle, &config.path, &[]);
-        assert!(run.created, "create: {}", run.create_stderr);
-        assert_wsl_view(&run.stdout, host);
-        assert_eq!(probed_env(&run.stdout, "NVENV"), "void");
-        assert_cache(&bundle.rootfs);
-        assert!(
-            run.devices_list.lines().any(|l| l == "c 10:62 rwm"),
-            "device cgroup: {}",
-            run.devices_list
-        );
+    // auto is jit-cdi (runc makes the node and mounts); legacy is the prestart hook's live
+    // backend, through nvidia-container-cli configure.
+    for mode in ["auto", "legacy"] {
+        for env in ["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_VISIBLE_DEVICES=0"] {
+            let config = ShimConfig::mode(host, mode);
+            let mut bundle = Bundle::new(true);
+            bundle.script(PROBE);
+            bundle.env(&[env]);
+            let run = run_shim(&mut bundle, &config.path, &[]);
+            assert!(run.created, "{mode}: create: {}", run.create_stderr);
+            assert_wsl_view(&run.stdout, host);
+            if mode == "auto" {
+                assert_eq!(probed_env(&run.stdout, "NVENV"), "void");
+            }
+            assert_cache(&bundle.rootfs);
+            assert!(
+                run.devices_list.lines().any(|l| l.starts_with("c 10:62 rw")),
+                "{mode}: device cgroup: {}",
+                run.devices_list
+            );
+        }
     }
     // A CPU container on the same host is left alone.
     let config = ShimConfig::new(host, "");
@@ -281,4 +287,52 @@ fn dxg_without_a_driver_store_is_one_line() {
         err.contains("no NVIDIA driver store: no /usr/lib/wsl/drivers/*/libcuda.so.1.1"),
         "{err}"
     );
+}
+
+fn cli(host: &Host, args: &[&str]) -> Output {
+    command(nvbox())
+        .env("NVIDIA_CTK_CONFIG_FILE_PATH", &host.config)
+        .arg("nvidia-container-cli")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `info` names the store's driver version (from its `.inf`) and says why no GPU is listed;
+/// `list` gives what a container gets; `doctor` checks the store, not a kernel module.
+#[test]
+fn info_list_and_doctor_on_wsl() {
+    if !rooted() {
+        return;
+    }
+    let host = wsl_host();
+    let info = cli(host, &["info"]);
+    assert!(info.status.success(), "{}", text(&info.stderr));
+    assert_eq!(
+        text(&info.stdout),
+        "NVRM version:   560.94\nCUDA version:   12.6\n"
+    );
+    assert!(text(&info.stderr).contains("GPUs behind /dev/dxg are not listed"));
+    let list = cli(host, &["list"]);
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    let list = text(&list.stdout);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines[..3], ["/dev/dxg", "/usr/lib/wsl/lib/libdxcore.so", &format!("{STORE}/libcuda.so.1.1")]);
+    assert_eq!(lines.len(), 16, "{list}");
+    assert!(!list.contains(OLD_STORE));
+    let libs = cli(host, &["list", "--libraries"]);
+    assert!(text(&libs.stdout).lines().all(|l| l.contains(".so")));
+    let doctor = command(nvbox())
+        .args(["doctor", "--config"])
+        .arg(&host.config)
+        .output()
+        .unwrap();
+    let report = text(&doctor.stdout);
+    let wsl = report
+        .lines()
+        .find(|l| l.contains("WSL2 driver"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(wsl.starts_with("ok "), "{wsl}");
+    assert!(wsl.contains(STORE) && wsl.contains("560.94"), "{wsl}");
+    assert!(!report.contains("modprobe nvidia"), "{report}");
 }
