@@ -5,6 +5,7 @@
 mod driver_files;
 pub mod elf;
 mod host;
+mod tegra;
 mod wsl;
 
 use std::ffi::OsString;
@@ -114,6 +115,7 @@ pub enum Platform {
     #[default]
     Dgpu,
     Wsl,
+    Tegra,
 }
 
 pub const DEFAULT_DRIVER_VERSION: &str = "535.104.05";
@@ -154,6 +156,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
             Long("model") => model = find_model(&parser.value()?.string()?)?,
             Long("driver-version") => version = Some(parser.value()?.string()?),
             Long("wsl") => platform = Platform::Wsl,
+            Long("tegra") => platform = Platform::Tegra,
             Long("mig") => mig = parser.value()?.parse().map_err(flat)?,
             Long("no-driver-files") => driver_files = false,
             Short('h') | Long("help") => {
@@ -171,6 +174,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let dir = dir.ok_or_else(|| anyhow!("missing DIR (see nvbox mock --help)"))?;
     let version = version.unwrap_or_else(|| match platform {
         Platform::Wsl => wsl::DEFAULT_WSL_DRIVER_VERSION.to_owned(),
+        Platform::Tegra => tegra::DEFAULT_TEGRA_DRIVER_VERSION.to_owned(),
         Platform::Dgpu => DEFAULT_DRIVER_VERSION.to_owned(),
     });
     if gpus > 64 {
@@ -223,9 +227,16 @@ pub fn write_host(spec: &Spec) -> Result<Vec<String>> {
         ..spec.clone()
     };
     let mut notes = Vec::new();
-    if spec.platform == Platform::Wsl {
-        wsl::write_wsl_host(&spec, &mut notes)?;
-        return Ok(notes);
+    match spec.platform {
+        Platform::Wsl => {
+            wsl::write_wsl_host(&spec, &mut notes)?;
+            return Ok(notes);
+        }
+        Platform::Tegra => {
+            tegra::write_tegra_host(&spec, &mut notes)?;
+            return Ok(notes);
+        }
+        Platform::Dgpu => {}
     }
     let gpus = host::gpu_layout(&spec);
     host::write_procfs(&spec, &gpus)?;
@@ -242,22 +253,21 @@ pub fn config_snippet(spec: &Spec) -> String {
     let dir = spec.dir.canonicalize().unwrap_or_else(|_| spec.dir.clone());
     let d = toml_string(&dir);
     format!(
-        "# nvbox mock host: {}{}, driver {}{}\n# Use it: save this as config.toml and export NVIDIA_CTK_CONFIG_FILE_PATH=<that file>\n[nvidia-container-cli]\nroot = {d}\n\n[nvbox]\ndev-root = {d}\nproc-root = {d}\nsys-root = {d}\n",
-        if spec.platform == Platform::Wsl {
-            "WSL2 (GPUs behind /dev/dxg)"
-        } else {
-            ""
-        },
-        if spec.platform == Platform::Wsl {
-            String::new()
-        } else {
-            format!("{} x {}", spec.gpus, spec.model.name)
+        "# nvbox mock host: {}, driver {}{}\n# Use it: save this as config.toml and export NVIDIA_CTK_CONFIG_FILE_PATH=<that file>\n[nvidia-container-cli]\nroot = {d}\n\n[nvbox]\ndev-root = {d}\nproc-root = {d}\nsys-root = {d}\n{}",
+        match spec.platform {
+            Platform::Wsl => "WSL2 (GPUs behind /dev/dxg)".to_owned(),
+            Platform::Tegra => "Jetson AGX Orin, L4T R36.4.0 (integrated GPU)".to_owned(),
+            Platform::Dgpu => format!("{} x {}", spec.gpus, spec.model.name),
         },
         spec.driver_version,
         if spec.mig > 0 {
             format!(", MIG {} instances per GPU", spec.mig)
         } else {
             String::new()
+        },
+        match spec.platform {
+            Platform::Tegra => tegra::config_lines(&dir),
+            _ => String::new(),
         },
     )
 }
@@ -281,6 +291,8 @@ nvbox at it.
                            on every GPU (MIG-capable models only)
   --wsl                    a WSL2 distribution instead: /dev/dxg, /usr/lib/wsl/lib and
                            the driver stores under /usr/lib/wsl/drivers (driver 560.94)
+  --tegra                  a Jetson AGX Orin (L4T R36.4) instead: nvhost/nvmap/nvgpu nodes,
+                           the tegra libraries and the CSV files naming them
   --no-driver-files        only the kernel side (procfs, sysfs, /dev): for a driver root
                            made from real driver packages
   -h, --help               this help

@@ -17,6 +17,7 @@ use crate::select::Selection;
 use crate::spec::cdi::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec, minimum_version};
 
 mod devices;
+pub mod csv;
 pub mod wsl;
 
 use devices::{gpu_devices, management_nodes};
