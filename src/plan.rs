@@ -7,6 +7,7 @@ use std::fmt;
 
 use anyhow::{Result, bail};
 
+use crate::discover::gated::GatedDevices;
 use crate::discover::gpus::CAPS_DIR;
 use crate::discover::host::Host;
 use crate::discover::ldcache;
@@ -90,6 +91,8 @@ pub enum Kind {
     Device { major: u32, minor: u32 },
     /// A directory of device nodes (`/dev/nvidia-caps` for mig-config): `nosuid,noexec`.
     DeviceDir,
+    /// A directory of host files (GDS's `/run/udev`), recursively: `ro,nosuid,nodev`.
+    Dir,
     /// procfs entries exposed in the container's `/proc/driver/nvidia`: `ro,nosuid,nodev,noexec`.
     Proc,
 }
@@ -241,6 +244,7 @@ pub fn build_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) ->
     if let Some(missing) = host.imex_missing.first() {
         bail!("mount error: missing IMEX channel device node: {missing}");
     }
+    add_gated(&mut p, o, &host.gated);
     Ok(p)
 }
 
@@ -255,7 +259,11 @@ pub fn build_wsl_plan(wsl: &Wsl, o: &Options) -> Plan {
         p.bind(Root::Driver, &f.path, &f.path, Kind::File);
     }
     for dir in [wsl.store.path.as_str(), wsl_dirs::WSL_LIB] {
-        for f in wsl.files.iter().filter(|f| f.path.rsplit_once('/').map(|(d, _)| d) == Some(dir)) {
+        for f in wsl
+            .files
+            .iter()
+            .filter(|f| f.path.rsplit_once('/').map(|(d, _)| d) == Some(dir))
+        {
             if let Some(soname) = &f.soname {
                 let name = f.path.rsplit('/').next().unwrap_or_default();
                 p.add_cache(dir, soname, name, native);
@@ -264,10 +272,26 @@ pub fn build_wsl_plan(wsl: &Wsl, o: &Options) -> Plan {
     }
     p.cache_dirs = vec![wsl.store.path.clone(), wsl_dirs::WSL_LIB.to_owned()];
     if let Some(smi) = wsl.nvidia_smi() {
-        p.symlinks.push(("/usr/bin/nvidia-smi".to_owned(), smi.to_owned()));
+        p.symlinks
+            .push(("/usr/bin/nvidia-smi".to_owned(), smi.to_owned()));
     }
     p.add_device(o, &wsl.dxg.path, wsl.dxg.major, wsl.dxg.minor);
     p
+}
+
+/// The gated devices the container asked for and the host has: their nodes, and GDS's files
+/// at their host paths. A kind the host lacks adds nothing (upstream fails the container on an
+/// empty CDI device instead).
+pub fn add_gated(p: &mut Plan, o: &Options, gated: &GatedDevices) {
+    for node in &gated.nodes {
+        p.add_device(o, &node.path, node.major, node.minor);
+    }
+    for file in &gated.files {
+        p.bind(Root::Driver, file, file, Kind::File);
+    }
+    for dir in &gated.dirs {
+        p.bind(Root::Driver, dir, dir, Kind::Dir);
+    }
 }
 
 /// `--mig-config all` / `--mig-monitor all`: the whole capabilities tree and every cap node of
@@ -461,6 +485,7 @@ impl fmt::Display for Plan {
                 Kind::Ipc => ("bind", "nosuid,nodev,noexec".to_owned()),
                 Kind::Device { major, minor } => ("device", format!("c {major}:{minor}")),
                 Kind::DeviceDir => ("bind", "nosuid,noexec".to_owned()),
+                Kind::Dir => ("bind", "ro,nosuid,nodev,rec".to_owned()),
                 Kind::Proc => ("bind", "ro,nosuid,nodev,noexec".to_owned()),
             };
             let root = match b.root {

@@ -7,11 +7,10 @@ use std::path::Path;
 use std::process::Output;
 
 use common::container::{BUSYBOX, applet_dir, have_prerequisites, make_rootfs, shared_host, text};
-use common::cdi_podman::CdiPodman;
+use common::podman_cdi::{CdiPodman, PODMAN};
 use common::{TempDir, command, is_root, nvbox, skip_or_fail};
 use serde_json::Value;
 
-use common::cdi_podman::PODMAN;
 const HOOK: &str = "/usr/bin/nvidia-cdi-hook";
 
 fn ctk(config: &Path, args: &[&str]) -> Output {

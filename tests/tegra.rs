@@ -9,11 +9,11 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::cdi_podman::{CdiPodman, PODMAN};
 use common::container::{
     BUSYBOX, Bundle, Host, RUNC, applet_dir, have_prerequisites, make_rootfs, shared_host, text,
 };
 use common::engines::{ShimConfig, probed_env, run_shim};
+use common::podman_cdi::{CdiPodman, PODMAN};
 use common::{TempDir, command, is_root, nvbox, skip_or_fail};
 use serde_json::Value;
 
@@ -110,7 +110,10 @@ fn runc_container_gets_the_csv_files() {
         (&["NVIDIA_VISIBLE_DEVICES=all"][..], false),
         (&["NVIDIA_VISIBLE_DEVICES=0"][..], false),
         (
-            &["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_REQUIRE_JETPACK=csv-mounts=all"][..],
+            &[
+                "NVIDIA_VISIBLE_DEVICES=all",
+                "NVIDIA_REQUIRE_JETPACK=csv-mounts=all",
+            ][..],
             true,
         ),
     ] {
@@ -132,7 +135,9 @@ fn runc_container_gets_the_csv_files() {
         let args = hook_args(&run.config_after);
         assert!(
             args.contains(&"--host-cuda-version=12.6".to_owned())
-                && args.contains(&"--cuda-compat-container-root=/usr/local/cuda/compat_orin".to_owned()),
+                && args.contains(
+                    &"--cuda-compat-container-root=/usr/local/cuda/compat_orin".to_owned()
+                ),
             "{args:?}"
         );
     }
@@ -153,7 +158,12 @@ fn unknown_device_is_one_line() {
     let run = run_shim(&mut bundle, &config.path, &[]);
     assert!(!run.created);
     assert!(!run.state_dir_left);
-    assert_eq!(run.create_stderr.lines().count(), 1, "{}", run.create_stderr);
+    assert_eq!(
+        run.create_stderr.lines().count(),
+        1,
+        "{}",
+        run.create_stderr
+    );
     assert!(
         run.create_stderr
             .starts_with("nvidia-container-runtime: csv mode: unsupported device id: 1"),
@@ -177,7 +187,8 @@ fn hostile_csv_files_are_one_line_errors() {
         dir.path().join(&LIBS[1..]).join("libescape.so.1"),
     )
     .unwrap();
-    let cases: [(&str, &dyn Fn(&Path), &str); 3] = [
+    type Writer<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, Writer, &str); 3] = [
         (
             "dotdot",
             &|p: &Path| std::fs::write(p, "lib, /usr/lib/../../etc/shadow\n").unwrap(),
@@ -208,10 +219,23 @@ fn hostile_csv_files_are_one_line_errors() {
         bundle.env(&["NVIDIA_VISIBLE_DEVICES=all"]);
         let run = run_shim(&mut bundle, &config.path, &[]);
         assert!(!run.created, "{what}: created");
-        assert_eq!(run.create_stderr.lines().count(), 1, "{what}: {}", run.create_stderr);
-        assert!(run.create_stderr.contains(want), "{what}: {}", run.create_stderr);
+        assert_eq!(
+            run.create_stderr.lines().count(),
+            1,
+            "{what}: {}",
+            run.create_stderr
+        );
+        assert!(
+            run.create_stderr.contains(want),
+            "{what}: {}",
+            run.create_stderr
+        );
         if what != "escape" {
-            assert!(run.create_stderr.contains("l4t.csv"), "{what}: {}", run.create_stderr);
+            assert!(
+                run.create_stderr.contains("l4t.csv"),
+                "{what}: {}",
+                run.create_stderr
+            );
         }
     }
 }
@@ -280,10 +304,20 @@ fn generate_csv_spec() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| h["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect())
+        .map(|h| {
+            h["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect()
+        })
         .collect();
     let cuda_link = format!("libcuda.so.1::{LIBS}/libcuda.so");
-    assert_eq!(hooks[0], ["nvidia-cdi-hook", "create-symlinks", "--link", &cuda_link]);
+    assert_eq!(
+        hooks[0],
+        ["nvidia-cdi-hook", "create-symlinks", "--link", &cuda_link]
+    );
     assert_eq!(hooks[1][1], "create-symlinks");
     assert!(hooks[1].contains(&&*format!("libcuda.so.1.1::{LIBS}/libcuda.so.1")));
     assert_eq!(
@@ -295,7 +329,10 @@ fn generate_csv_spec() {
             "--cuda-compat-container-root=/usr/local/cuda/compat_orin"
         ]
     );
-    assert_eq!(hooks[3], ["nvidia-cdi-hook", "update-ldcache", "--folder", LIBS]);
+    assert_eq!(
+        hooks[3],
+        ["nvidia-cdi-hook", "update-ldcache", "--folder", LIBS]
+    );
     // --csv.compat-container-root, --csv.ignore-pattern, --device-id.
     let other = generate(
         host,
@@ -312,22 +349,37 @@ fn generate_csv_spec() {
         ],
     );
     let text = other.to_string();
-    assert!(text.contains("--cuda-compat-container-root=/opt/compat"), "{text}");
+    assert!(
+        text.contains("--cuda-compat-container-root=/opt/compat"),
+        "{text}"
+    );
     assert!(!text.contains("libcuda.so.1.1::"), "{text}");
     assert_eq!(other["devices"].as_array().unwrap().len(), 1);
     let devices = host.root.join(CSV_DIR).join("devices.csv");
     let out = ctk(
         host,
-        &["cdi", "generate", "--mode", "csv", "--device-id", "1", "--csv.file", devices.to_str().unwrap()],
+        &[
+            "cdi",
+            "generate",
+            "--mode",
+            "csv",
+            "--device-id",
+            "1",
+            "--csv.file",
+            devices.to_str().unwrap(),
+        ],
     );
     assert!(!out.status.success());
-    assert!(common::stderr(&out).contains("unsupported device id: 1"), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("unsupported device id: 1"),
+        "{}",
+        common::stderr(&out)
+    );
 }
 
 #[test]
 fn podman_runs_the_csv_spec() {
-    if !rooted() || !have_prerequisites(&[PODMAN, BUSYBOX, "/usr/bin/unshare", "/usr/bin/conmon"])
-    {
+    if !rooted() || !have_prerequisites(&[PODMAN, BUSYBOX, "/usr/bin/unshare", "/usr/bin/conmon"]) {
         return;
     }
     let host = orin();
@@ -345,10 +397,18 @@ fn podman_runs_the_csv_spec() {
     let script = format!("{PROBE}; grep -c libcuda.so.1 /etc/ld.so.cache");
     for device in ["nvidia.com/gpu=0", "nvidia.com/gpu=all"] {
         let out = podman.run(spec_dir.path(), device, "nvbox-tegra", &script);
-        assert!(out.status.success(), "podman run {device}: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "podman run {device}: {}",
+            text(&out.stderr)
+        );
         let stdout = text(&out.stdout);
         assert_orin_view(&stdout, host, false);
         assert_eq!(probed_env(&stdout, "NVENV"), "void");
-        assert_ne!(stdout.lines().last(), Some("0"), "no libcuda.so.1 in the cache: {stdout}");
+        assert_ne!(
+            stdout.lines().last(),
+            Some("0"),
+            "no libcuda.so.1 in the cache: {stdout}"
+        );
     }
 }

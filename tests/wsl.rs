@@ -8,11 +8,11 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::cdi_podman::{CdiPodman, PODMAN};
 use common::container::{
     BUSYBOX, Bundle, Host, RUNC, applet_dir, have_prerequisites, make_rootfs, shared_host, text,
 };
 use common::engines::{ShimConfig, probed_env, run_shim};
+use common::podman_cdi::{CdiPodman, PODMAN};
 use common::{TempDir, command, is_root, nvbox, skip_or_fail};
 
 const STORE: &str = "/usr/lib/wsl/drivers/nv_dispi.inf_amd64_7e5fd280efaa5445";
@@ -54,7 +54,10 @@ fn assert_wsl_view(out: &str, host: &Host) {
     assert_eq!(line(out, "CUDA"), size.to_string(), "the store's libcuda");
     assert_eq!(line(out, "SONAME"), "libcuda.so.1.1", "{out}");
     assert_eq!(line(out, "SMI"), format!("{STORE}/nvidia-smi"));
-    assert!(out.contains("nvbox mock nvidia-smi (WSL2): driver 560.94"), "{out}");
+    assert!(
+        out.contains("nvbox mock nvidia-smi (WSL2): driver 560.94"),
+        "{out}"
+    );
     // Only the store in use: not the older NVIDIA one, not the Intel adapter's.
     assert_eq!(line(out, "STORES"), STORE.rsplit('/').next().unwrap());
     assert_eq!(line(out, "LXSS"), "libdxcore.so");
@@ -103,7 +106,9 @@ fn runc_container_gets_dxg_and_the_driver_store() {
             }
             assert_cache(&bundle.rootfs);
             assert!(
-                run.devices_list.lines().any(|l| l.starts_with("c 10:62 rw")),
+                run.devices_list
+                    .lines()
+                    .any(|l| l.starts_with("c 10:62 rw")),
                 "{mode}: device cgroup: {}",
                 run.devices_list
             );
@@ -164,7 +169,10 @@ fn generate_wsl_spec() {
     assert_eq!(devices[0]["name"], "all");
     let node = &devices[0]["containerEdits"]["deviceNodes"][0];
     assert_eq!(node["path"], "/dev/dxg");
-    assert_eq!((node["major"].as_u64(), node["minor"].as_u64()), (Some(10), Some(62)));
+    assert_eq!(
+        (node["major"].as_u64(), node["minor"].as_u64()),
+        (Some(10), Some(62))
+    );
     let edits = &spec["containerEdits"];
     let mounts: Vec<&str> = edits["mounts"]
         .as_array()
@@ -230,7 +238,10 @@ fn generate_wsl_spec() {
             ],
         ]
     );
-    assert_eq!(edits["env"], serde_json::json!(["NVIDIA_VISIBLE_DEVICES=void"]));
+    assert_eq!(
+        edits["env"],
+        serde_json::json!(["NVIDIA_VISIBLE_DEVICES=void"])
+    );
     let none = generate(host, &["--mode", "wsl", "--disable-hook", "all"]);
     assert!(none["containerEdits"].get("hooks").is_none(), "{none}");
 }
@@ -238,9 +249,7 @@ fn generate_wsl_spec() {
 /// The generated spec with real Podman: the same container view as through the shim.
 #[test]
 fn podman_runs_the_wsl_spec() {
-    if !rooted()
-        || !have_prerequisites(&[PODMAN, BUSYBOX, "/usr/bin/unshare", "/usr/bin/conmon"])
-    {
+    if !rooted() || !have_prerequisites(&[PODMAN, BUSYBOX, "/usr/bin/unshare", "/usr/bin/conmon"]) {
         return;
     }
     let host = wsl_host();
@@ -261,7 +270,11 @@ fn podman_runs_the_wsl_spec() {
     let stdout = text(&out.stdout);
     assert_wsl_view(&stdout, host);
     assert_eq!(probed_env(&stdout, "NVENV"), "void");
-    assert_ne!(stdout.lines().last(), Some("0"), "no libcuda.so.1 in the cache: {stdout}");
+    assert_ne!(
+        stdout.lines().last(),
+        Some("0"),
+        "no libcuda.so.1 in the cache: {stdout}"
+    );
 }
 
 /// Without an NVIDIA store, `/dev/dxg` alone is an error naming what is missing.
@@ -317,7 +330,14 @@ fn info_list_and_doctor_on_wsl() {
     assert!(list.status.success(), "{}", text(&list.stderr));
     let list = text(&list.stdout);
     let lines: Vec<&str> = list.lines().collect();
-    assert_eq!(lines[..3], ["/dev/dxg", "/usr/lib/wsl/lib/libdxcore.so", &format!("{STORE}/libcuda.so.1.1")]);
+    assert_eq!(
+        lines[..3],
+        [
+            "/dev/dxg",
+            "/usr/lib/wsl/lib/libdxcore.so",
+            &format!("{STORE}/libcuda.so.1.1")
+        ]
+    );
     assert_eq!(lines.len(), 16, "{list}");
     assert!(!list.contains(OLD_STORE));
     let libs = cli(host, &["list", "--libraries"]);

@@ -126,7 +126,10 @@ pub fn cuda_version_for_branch(branch: u32) -> Option<(u32, u32)> {
 /// L4T release (major, minor revision) → the CUDA version its JetPack ships with the driver.
 /// The first row whose release is at or below the host's wins. Source: NVIDIA's JetPack
 /// release notes (JetPack 4.6 = L4T R32.6, 5.1 = R35.2, 6.0 = R36.3, 6.1 = R36.4).
-const CUDA_BY_L4T: &[((u32, u32), (u32, u32))] = &[
+/// (major, minor) of a release or a CUDA version.
+type Version2 = (u32, u32);
+
+const CUDA_BY_L4T: &[(Version2, Version2)] = &[
     ((36, 4), (12, 6)),
     ((36, 0), (12, 2)),
     ((34, 0), (11, 4)),

@@ -41,15 +41,18 @@ impl Tegra {
 
 /// Is this a Tegra host: the L4T release file under the driver root, or a Tegra SoC family.
 pub fn is_tegra(roots: &Roots) -> bool {
-    let family = std::fs::read_to_string(roots.sys_path("/sys/devices/soc0/family")).unwrap_or_default();
-    super::under(&roots.driver, TEGRA_RELEASE).exists() || family.to_lowercase().starts_with("tegra")
+    let family =
+        std::fs::read_to_string(roots.sys_path("/sys/devices/soc0/family")).unwrap_or_default();
+    super::under(&roots.driver, TEGRA_RELEASE).exists()
+        || family.to_lowercase().starts_with("tegra")
 }
 
 pub fn read_tegra(roots: &Roots) -> Tegra {
     let release = std::fs::read_to_string(super::under(&roots.driver, TEGRA_RELEASE))
         .ok()
         .and_then(|t| parse_release(&t));
-    let soc = std::fs::read_to_string(roots.sys_path("/sys/devices/soc0/soc_id")).unwrap_or_default();
+    let soc =
+        std::fs::read_to_string(roots.sys_path("/sys/devices/soc0/soc_id")).unwrap_or_default();
     let driver_cuda = read_driver(roots).ok().and_then(|d| {
         let branch = d.version.split('.').next()?.parse().ok()?;
         cuda_version_for_branch(branch)
@@ -69,11 +72,22 @@ pub fn read_tegra(roots: &Roots) -> Tegra {
 
 /// `# R36 (release), REVISION: 4.0, GCID: …` → (36, 4).
 pub fn parse_release(text: &str) -> Option<(u32, u32)> {
-    let line = text.lines().find(|l| l.trim_start_matches('#').trim_start().starts_with('R'))?;
+    let line = text
+        .lines()
+        .find(|l| l.trim_start_matches('#').trim_start().starts_with('R'))?;
     let line = line.trim_start_matches('#').trim_start();
-    let major: u32 = line[1..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    let major: u32 = line[1..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
     let (_, rev) = line.split_once("REVISION:")?;
-    let minor: u32 = rev.trim().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    let minor: u32 = rev
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
     Some((major, minor))
 }
 
@@ -85,7 +99,10 @@ mod tests {
     fn release_line() {
         let text = "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13 04:36:44 UTC 2024\n# KERNEL_VARIANT: oot\n";
         assert_eq!(parse_release(text), Some((36, 4)));
-        assert_eq!(parse_release("# R32 (release), REVISION: 7.1, GCID: 1\n"), Some((32, 7)));
+        assert_eq!(
+            parse_release("# R32 (release), REVISION: 7.1, GCID: 1\n"),
+            Some((32, 7))
+        );
         assert_eq!(parse_release("garbage\n"), None);
         assert_eq!(parse_release(""), None);
     }

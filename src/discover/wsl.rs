@@ -92,7 +92,9 @@ pub fn read_wsl(roots: &Roots) -> Result<Option<Wsl>> {
         .map_err(|e| anyhow!("open driver root {}: {e}", roots.driver.display()))?;
     let mut stores = find_stores(&root)?;
     if stores.is_empty() {
-        bail!("WSL2 host ({DXG} exists) but no NVIDIA driver store: no {DRIVER_STORES}/*/{STORE_MARK}");
+        bail!(
+            "WSL2 host ({DXG} exists) but no NVIDIA driver store: no {DRIVER_STORES}/*/{STORE_MARK}"
+        );
     }
     let store = stores.remove(0);
     let mut files = Vec::new();
@@ -284,12 +286,20 @@ mod tests {
             .into_iter()
             .chain(inf.encode_utf16().flat_map(u16::to_le_bytes))
             .collect();
-        assert_eq!(parse_inf_version(&decode_inf(&utf16)).as_deref(), Some("560.94"));
+        assert_eq!(
+            parse_inf_version(&decode_inf(&utf16)).as_deref(),
+            Some("560.94")
+        );
     }
 
     #[test]
     fn store_payload_as_upstream_globs() {
-        for n in ["libnvwgf2umx.so", "libnvoptix_loader.so.1", "nvcubins.bin", "nvcuda64.dll"] {
+        for n in [
+            "libnvwgf2umx.so",
+            "libnvoptix_loader.so.1",
+            "nvcubins.bin",
+            "nvcuda64.dll",
+        ] {
             assert!(is_store_payload(n), "{n}");
         }
         for n in ["nv_dispi.inf", "nvidia-smi.exe", "NvTelemetry64.cat"] {

@@ -24,8 +24,8 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 
 pub use layout::probe_layout;
 
-use crate::discover::files::lower_io;
 use crate::discover::Roots;
+use crate::discover::files::lower_io;
 use crate::discover::host::Host;
 use crate::discover::root::{RootDir, file_type};
 use crate::plan::{APP_PROFILE, APP_PROFILE_DIR, Bind, Kind, Plan, Root};
@@ -222,7 +222,7 @@ fn open_source<'a>(
                 && major(stat.st_rdev) as u32 == ma
                 && minor(stat.st_rdev) as u32 == mi
         }
-        Kind::DeviceDir => ty == SFlag::S_IFDIR,
+        Kind::DeviceDir | Kind::Dir => ty == SFlag::S_IFDIR,
         Kind::Proc => ty == SFlag::S_IFREG || ty == SFlag::S_IFDIR,
     };
     if !ok {

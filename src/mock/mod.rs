@@ -4,6 +4,7 @@
 
 mod driver_files;
 pub mod elf;
+mod gated;
 mod host;
 mod tegra;
 mod wsl;
@@ -106,6 +107,8 @@ pub struct Spec {
     pub mig: u32,
     /// Skip libraries/binaries/firmware/ld.so.cache (for hosts built from real driver packages).
     pub driver_files: bool,
+    /// The GPUDirect Storage, GDRCopy, MOFED and NVSwitch nodes of an HPC node.
+    pub gated: bool,
     pub platform: Platform,
 }
 
@@ -150,6 +153,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let mut platform = Platform::Dgpu;
     let mut mig = 0u32;
     let mut driver_files = true;
+    let mut gated = false;
     while let Some(arg) = parser.next().map_err(flat)? {
         match arg {
             Long("gpus") => gpus = parser.value()?.parse().map_err(flat)?,
@@ -159,6 +163,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
             Long("tegra") => platform = Platform::Tegra,
             Long("mig") => mig = parser.value()?.parse().map_err(flat)?,
             Long("no-driver-files") => driver_files = false,
+            Long("gated") => gated = true,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -201,6 +206,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         mig,
         driver_files,
         platform,
+        gated,
     }))
 }
 
@@ -242,6 +248,9 @@ pub fn write_host(spec: &Spec) -> Result<Vec<String>> {
     host::write_procfs(&spec, &gpus)?;
     host::write_sysfs(&spec, &gpus)?;
     host::write_dev(&spec, &gpus, &mut notes)?;
+    if spec.gated {
+        gated::write_gated(&spec, &mut notes)?;
+    }
     if spec.driver_files {
         driver_files::write_driver_files(&spec, &gpus)?;
     }
@@ -293,6 +302,9 @@ nvbox at it.
                            the driver stores under /usr/lib/wsl/drivers (driver 560.94)
   --tegra                  a Jetson AGX Orin (L4T R36.4) instead: nvhost/nvmap/nvgpu nodes,
                            the tegra libraries and the CSV files naming them
+  --gated                  also the nodes of GPUDirect Storage (/dev/nvidia-fs*), GDRCopy
+                           (/dev/gdrdrv), MOFED (/dev/infiniband/*) and NVSwitch
+                           (/dev/nvidia-nvswitch*), /etc/cufile.json and /run/udev
   --no-driver-files        only the kernel side (procfs, sysfs, /dev): for a driver root
                            made from real driver packages
   -h, --help               this help

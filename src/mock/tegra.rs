@@ -32,7 +32,11 @@ const MIB: u64 = 1024 * 1024;
 const LIBRARIES: &[(&str, &str, u64)] = &[
     ("libcuda.so.1.1", "libcuda.so.1", 36 * MIB),
     ("libnvcucompat.so", "libnvcucompat.so", 158 * KIB),
-    ("libnvidia-ptxjitcompiler.so.{v}", "libnvidia-ptxjitcompiler.so.1", 29 * MIB),
+    (
+        "libnvidia-ptxjitcompiler.so.{v}",
+        "libnvidia-ptxjitcompiler.so.1",
+        29 * MIB,
+    ),
     ("libnvidia-nvvm.so.{v}", "libnvidia-nvvm.so.4", 39 * MIB),
     ("libnvrm_gpu.so", "libnvrm_gpu.so", 312 * KIB),
     ("libnvrm_mem.so", "libnvrm_mem.so", 71 * KIB),
@@ -52,7 +56,10 @@ const LIBRARIES: &[(&str, &str, u64)] = &[
 const LINKS: &[(&str, &str)] = &[
     ("libcuda.so.1", "libcuda.so.1.1"),
     ("libcuda.so", "libcuda.so.1"),
-    ("libnvidia-ptxjitcompiler.so.1", "libnvidia-ptxjitcompiler.so.{v}"),
+    (
+        "libnvidia-ptxjitcompiler.so.1",
+        "libnvidia-ptxjitcompiler.so.{v}",
+    ),
 ];
 
 /// (node, major, minor); the CSV also names nodes of other Jetsons that this board lacks.
@@ -87,16 +94,24 @@ pub fn write_tegra_host(spec: &Spec, notes: &mut Vec<String>) -> Result<()> {
     let soc = dir.join("sys/devices/soc0");
     write(&soc.join("family"), "Tegra\n")?;
     write(&soc.join("soc_id"), "35\n")?;
-    write(&soc.join("machine"), "NVIDIA Jetson AGX Orin Developer Kit\n")?;
+    write(
+        &soc.join("machine"),
+        "NVIDIA Jetson AGX Orin Developer Kit\n",
+    )?;
     write(
         &dir.join("proc/devices"),
-        format!("Character devices:\n  1 mem\n  4 tty\n 10 misc\n{HOST1X_MAJOR} host1x-fence\n{NVGPU_MAJOR} nvgpu\n\nBlock devices:\n259 blkext\n"),
+        format!(
+            "Character devices:\n  1 mem\n  4 tty\n 10 misc\n{HOST1X_MAJOR} host1x-fence\n{NVGPU_MAJOR} nvgpu\n\nBlock devices:\n259 blkext\n"
+        ),
     )?;
     let libs = dir.join(&LIB_DIR[1..]);
     for (file, soname, size) in LIBRARIES {
         let file = file.replace("{v}", v);
         let path = libs.join(&file);
-        write(&path, shared_object(native_machine(), soname, &["libc.so.6"], None))?;
+        write(
+            &path,
+            shared_object(native_machine(), soname, &["libc.so.6"], None),
+        )?;
         std::fs::File::options()
             .write(true)
             .open(&path)?
@@ -106,7 +121,8 @@ pub fn write_tegra_host(spec: &Spec, notes: &mut Vec<String>) -> Result<()> {
     for (link, target) in LINKS {
         let at = libs.join(link);
         let _ = std::fs::remove_file(&at);
-        symlink(target.replace("{v}", v), &at).with_context(|| format!("symlink {}", at.display()))?;
+        symlink(target.replace("{v}", v), &at)
+            .with_context(|| format!("symlink {}", at.display()))?;
     }
     let fw = dir.join("usr/lib/firmware/tegra23x");
     write(&fw.join("nvhost_nvdec050.fw"), vec![0u8; 4096])?;
@@ -123,7 +139,12 @@ fn write_nodes(dir: &Path, notes: &mut Vec<String>) -> Result<()> {
             std::fs::create_dir_all(parent)?;
         }
         let _ = std::fs::remove_file(&path);
-        match mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o660), makedev(*major, *minor)) {
+        match mknod(
+            &path,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o660),
+            makedev(*major, *minor),
+        ) {
             Ok(()) => std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?,
             Err(Errno::EPERM) => denied += 1,
             Err(e) => return Err(e).with_context(|| format!("mknod {}", path.display())),

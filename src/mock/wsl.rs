@@ -39,9 +39,17 @@ const LXSS_LIBS: &[(&str, Option<&str>, u64)] = &[
     ("libd3d12core.so", None, 2245 * KIB),
     ("libdxcore.so", None, 829 * KIB),
     ("libnvcuvid.so.1", Some("libnvcuvid.so.1"), 11 * MIB),
-    ("libnvidia-encode.so.1", Some("libnvidia-encode.so.1"), 551 * KIB),
+    (
+        "libnvidia-encode.so.1",
+        Some("libnvidia-encode.so.1"),
+        551 * KIB,
+    ),
     ("libnvidia-ml.so.1", Some("libnvidia-ml.so.1"), 235 * KIB),
-    ("libnvidia-opticalflow.so.1", Some("libnvidia-opticalflow.so.1"), 67 * KIB),
+    (
+        "libnvidia-opticalflow.so.1",
+        Some("libnvidia-opticalflow.so.1"),
+        67 * KIB,
+    ),
     ("libnvdxgdmal.so.1", Some("libnvdxgdmal.so.1"), 68 * KIB),
     ("libnvoptix.so.1", Some("libnvoptix.so.1"), 199 * KIB),
     ("libnvwgf2umx.so", None, 63 * MIB),
@@ -52,11 +60,27 @@ const STORE_FILES: &[(&str, Option<&str>, u64)] = &[
     ("libcuda.so.1.1", Some("libcuda.so.1"), 25 * MIB),
     ("libcuda_loader.so", Some("libcuda_loader.so"), 179 * KIB),
     ("libnvidia-ml.so.1", Some("libnvidia-ml.so.1"), 2046 * KIB),
-    ("libnvidia-ml_loader.so", Some("libnvidia-ml_loader.so"), 158 * KIB),
-    ("libnvidia-ptxjitcompiler.so.1", Some("libnvidia-ptxjitcompiler.so.1"), 31 * MIB),
+    (
+        "libnvidia-ml_loader.so",
+        Some("libnvidia-ml_loader.so"),
+        158 * KIB,
+    ),
+    (
+        "libnvidia-ptxjitcompiler.so.1",
+        Some("libnvidia-ptxjitcompiler.so.1"),
+        31 * MIB,
+    ),
     ("libnvdxgdmal.so.1", Some("libnvdxgdmal.so.1"), 68 * KIB),
-    ("libnvidia-gpucomp.so", Some("libnvidia-gpucomp.so"), 60 * MIB),
-    ("libnvoptix_loader.so.1", Some("libnvoptix_loader.so.1"), 180 * KIB),
+    (
+        "libnvidia-gpucomp.so",
+        Some("libnvidia-gpucomp.so"),
+        60 * MIB,
+    ),
+    (
+        "libnvoptix_loader.so.1",
+        Some("libnvoptix_loader.so.1"),
+        180 * KIB,
+    ),
     ("libnvwgf2umx.so", Some("libnvwgf2umx.so"), 63 * MIB),
     ("nvcubins.bin", None, 74 * MIB),
     ("nvcuda64.dll", None, 29 * MIB),
@@ -96,11 +120,20 @@ pub fn write_wsl_host(spec: &Spec, notes: &mut Vec<String>) -> Result<()> {
     // The older store was installed first: its files are older, as on a real upgrade.
     let old = stores.join(OLD_NVIDIA_STORE).join("libcuda.so.1.1");
     let f = std::fs::File::options().write(true).open(&old)?;
-    f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_714_000_000))?;
+    f.set_modified(
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_714_000_000),
+    )?;
     let intel = stores.join(INTEL_STORE);
-    write_file(&intel.join("libigd12umd64.so"), Some("libigd12umd64.so"), 38 * MIB)?;
+    write_file(
+        &intel.join("libigd12umd64.so"),
+        Some("libigd12umd64.so"),
+        38 * MIB,
+    )?;
     write_file(&intel.join("igd12umd64.dll"), None, 44 * MIB)?;
-    write(&intel.join("iigd_dch.inf"), "[Version]\r\nDriverVer=06/18/2024,31.0.101.5590\r\n")?;
+    write(
+        &intel.join("iigd_dch.inf"),
+        "[Version]\r\nDriverVer=06/18/2024,31.0.101.5590\r\n",
+    )?;
     Ok(())
 }
 
@@ -129,7 +162,12 @@ fn write_dxg(dir: &Path, notes: &mut Vec<String>) -> Result<()> {
 fn write_file(path: &Path, soname: Option<&str>, size: u64) -> Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let bytes = if name.contains(".so") {
-        shared_object(native_machine(), soname.unwrap_or(&name), &["libc.so.6"], None)
+        shared_object(
+            native_machine(),
+            soname.unwrap_or(&name),
+            &["libc.so.6"],
+            None,
+        )
     } else {
         format!("nvbox mock {name}\n").into_bytes()
     };

@@ -156,7 +156,10 @@ fn read_csv_file(file: &Path) -> Result<Option<String>> {
         bail!("not a regular file");
     }
     if meta.len() > MAX_CSV_SIZE {
-        bail!("{} bytes, more than the {MAX_CSV_SIZE} a CSV file may have", meta.len());
+        bail!(
+            "{} bytes, more than the {MAX_CSV_SIZE} a CSV file may have",
+            meta.len()
+        );
     }
     let mut text = String::new();
     f.take(MAX_CSV_SIZE)
@@ -209,11 +212,20 @@ pub fn device_edits(specs: &[MountSpec], dev_root: &Path) -> CsvEdits {
 /// The `dir`, `lib` and `sym` entries under `driver_root`; `sym` entries whose path matches an
 /// ignore pattern (`--csv.ignore-pattern`: a glob on the path, or with `**/` on the file name)
 /// are left out. A symlink leaving the driver root is an error.
-pub fn driver_edits(specs: &[MountSpec], driver_root: &Path, ignore: &[String]) -> Result<CsvEdits> {
+pub fn driver_edits(
+    specs: &[MountSpec],
+    driver_root: &Path,
+    ignore: &[String],
+) -> Result<CsvEdits> {
     let mut out = CsvEdits::default();
     let root = RootDir::open(driver_root)
         .map_err(|e| anyhow!("open driver root {}: {e}", driver_root.display()))?;
-    let of_kind = |kind| specs.iter().filter(move |s| s.kind == kind).map(|s| s.path.as_str());
+    let of_kind = |kind| {
+        specs
+            .iter()
+            .filter(move |s| s.kind == kind)
+            .map(|s| s.path.as_str())
+    };
     for path in of_kind(MountKind::Dir) {
         match root.find(path) {
             Ok(Some(f)) if f.is_dir() => push_mount(&mut out, driver_root, &f.path),
@@ -262,7 +274,10 @@ pub fn driver_edits(specs: &[MountSpec], driver_root: &Path, ignore: &[String]) 
 /// Upstream's ignore patterns: `**/NAME-GLOB` matches the file name, anything else the path.
 fn ignored(path: &str, patterns: &[String]) -> bool {
     patterns.iter().any(|p| match p.strip_prefix("**/") {
-        Some(name) => glob_match(name.as_bytes(), path.rsplit('/').next().unwrap_or(path).as_bytes()),
+        Some(name) => glob_match(
+            name.as_bytes(),
+            path.rsplit('/').next().unwrap_or(path).as_bytes(),
+        ),
         None => glob_match(p.as_bytes(), path.as_bytes()),
     })
 }
@@ -336,15 +351,14 @@ fn is_library_link(path: &str) -> bool {
         && bytes[bytes.len() - 1].is_ascii_digit()
 }
 
+/// The real path a chain ends at, and each `(link, target as written)` on the way.
+type Resolved = (String, Vec<(String, String)>);
+
 /// Follow `path` through symlinks inside the driver root: the final real path and each
 /// `(link, target as written)` on the way; `None` if anything is missing. Every directory on
 /// the way is resolved by the kernel inside the root (a symlinked directory cannot lead out);
 /// a link whose target climbs above the root is an error.
-fn resolve_chain(
-    root: &RootDir,
-    driver_root: &Path,
-    path: &str,
-) -> Result<Option<(String, Vec<(String, String)>)>> {
+fn resolve_chain(root: &RootDir, driver_root: &Path, path: &str) -> Result<Option<Resolved>> {
     let mut current = path.to_string();
     let mut chain = Vec::new();
     // The kernel's own limit on links followed in one lookup.
@@ -354,7 +368,11 @@ fn resolve_chain(
             Ok(Some(f)) if f.is_dir() => f.path,
             _ => return Ok(None),
         };
-        let real_dir = if real_dir == "/" { String::new() } else { real_dir };
+        let real_dir = if real_dir == "/" {
+            String::new()
+        } else {
+            real_dir
+        };
         let here = format!("{real_dir}/{name}");
         let host = host_path(driver_root, &here);
         let Ok(meta) = std::fs::symlink_metadata(&host) else {

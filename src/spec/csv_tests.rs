@@ -234,8 +234,7 @@ fn libs_dirs_and_symlinks_under_a_driver_root() {
     // --csv.ignore-pattern: by name with `**/`, else by path.
     let by_name = driver_edits(&specs, &root, &["**/libcuda.so".to_owned()]).unwrap();
     assert!(!by_name.links.iter().any(|l| l.ends_with("/libcuda.so")));
-    let by_path =
-        driver_edits(&specs, &root, &["/usr/lib/*/libnvos.so.*".to_owned()]).unwrap();
+    let by_path = driver_edits(&specs, &root, &["/usr/lib/*/libnvos.so.*".to_owned()]).unwrap();
     assert_eq!(by_path.links.len(), 2, "{:?}", by_path.links);
 }
 
@@ -253,7 +252,9 @@ fn hostile_entries_are_errors() {
         let specs = parse_mount_specs(text).specs;
         driver_edits(&specs, &root, &[])
     };
-    let e = one("lib, /usr/lib/libescape.so.1\n").unwrap_err().to_string();
+    let e = one("lib, /usr/lib/libescape.so.1\n")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("points out of the driver root"), "{e}");
     assert!(!e.contains('\n'));
     // `/usr/lib/up/etc/hostname` resolves inside the root, where it does not exist.
@@ -262,7 +263,9 @@ fn hostile_entries_are_errors() {
     // `..` in a CSV path, a huge file, a directory, /dev/zero.
     let dir = scratch("hostile-files");
     fs::write(dir.join("dotdot.csv"), "lib, /usr/lib/../../etc/shadow\n").unwrap();
-    let e = load_mount_specs(&[dir.join("dotdot.csv")]).unwrap_err().to_string();
+    let e = load_mount_specs(&[dir.join("dotdot.csv")])
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         e,
         format!(
@@ -272,10 +275,19 @@ fn hostile_entries_are_errors() {
     );
     let huge = fs::File::create(dir.join("huge.csv")).unwrap();
     huge.set_len(MAX_CSV_SIZE + 1).unwrap();
-    let e = load_mount_specs(&[dir.join("huge.csv")]).unwrap_err().to_string();
-    assert!(e.ends_with("1048577 bytes, more than the 1048576 a CSV file may have"), "{e}");
-    let e = load_mount_specs(&[dir.clone()]).unwrap_err().to_string();
+    let e = load_mount_specs(&[dir.join("huge.csv")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.ends_with("1048577 bytes, more than the 1048576 a CSV file may have"),
+        "{e}"
+    );
+    let e = load_mount_specs(std::slice::from_ref(&dir))
+        .unwrap_err()
+        .to_string();
     assert!(e.ends_with("not a regular file"), "{e}");
-    let e = load_mount_specs(&[PathBuf::from("/dev/zero")]).unwrap_err().to_string();
+    let e = load_mount_specs(&[PathBuf::from("/dev/zero")])
+        .unwrap_err()
+        .to_string();
     assert_eq!(e, "CSV file /dev/zero: not a regular file");
 }

@@ -24,6 +24,7 @@ fn mock_host(tag: &str, gpus: usize, mig: u32) -> (MockHost, Host) {
         mig,
         driver_files: true,
         platform: mock::Platform::Dgpu,
+        gated: false,
     };
     mock::write_host(&spec).unwrap();
     let roots = Roots::new(Some(&dir), Some(&dir), Some(&dir), Some(&dir));

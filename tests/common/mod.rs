@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub mod cdi_podman;
 pub mod container;
 pub mod engines;
+pub mod podman_cdi;
 pub mod sandbox;
 pub fn nvbox() -> &'static str {
     env!("CARGO_BIN_EXE_nvbox")

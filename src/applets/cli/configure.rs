@@ -10,11 +10,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use lexopt::prelude::*;
 
 use super::{Global, append, command_help, input_error, prepare_host, string};
-use crate::discover::files::IpcOptions;
-use crate::discover::host::{HostQuery, read_host};
-use crate::live::{self, Target};
 use crate::discover::Roots;
+use crate::discover::files::IpcOptions;
+use crate::discover::gated::Gated;
+use crate::discover::host::{HostQuery, read_host};
 use crate::discover::wsl::Wsl;
+use crate::live::{self, Target};
 use crate::plan::{CompatMode, Kind, Options, build_plan, build_wsl_plan};
 use crate::request::Caps;
 use crate::require::{DeviceFacts, HostFacts, check_requirements};
@@ -32,6 +33,8 @@ pub struct ConfigureArgs {
     pub mig_config: Option<String>,
     pub mig_monitor: Option<String>,
     pub imex_channels: Vec<String>,
+    /// Gated devices (the prestart hook passes the container's `NVIDIA_GDS=enabled` …).
+    pub gated: Vec<Gated>,
     pub no_cgroups: bool,
     pub no_devbind: bool,
     pub no_persistenced: bool,
@@ -165,6 +168,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         path_env: std::env::var("PATH").ok(),
         mps_dir: std::env::var("CUDA_MPS_PIPE_DIRECTORY").ok(),
         imex_channels: imex,
+        gated: a.gated.clone(),
         known_gpus,
     };
     let host = read_host(&roots, &query)?;
@@ -230,7 +234,8 @@ fn configure_wsl(g: &Global, a: &ConfigureArgs, wsl: &Wsl, roots: &Roots) -> Res
     };
     let mut plan = build_wsl_plan(wsl, &opts);
     if a.device.is_none() {
-        plan.binds.retain(|b| !matches!(b.kind, Kind::Device { .. }));
+        plan.binds
+            .retain(|b| !matches!(b.kind, Kind::Device { .. }));
         plan.cgroup.clear();
     }
     if a.dry_run {

@@ -38,7 +38,11 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
     if let Some(wsl) = super::list::wsl_host(&roots)? {
         // The version is the store's (its `.inf`); the GPUs sit behind /dev/dxg, where only
         // NVML (which nvbox does not load) can name them.
-        let version = wsl.store.version.clone().unwrap_or_else(|| "unknown".to_owned());
+        let version = wsl
+            .store
+            .version
+            .clone()
+            .unwrap_or_else(|| "unknown".to_owned());
         let branch = version.split('.').next().and_then(|b| b.parse().ok());
         let driver = Driver {
             cuda: branch.and_then(crate::discover::tables::cuda_version_for_branch),

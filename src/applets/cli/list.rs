@@ -14,10 +14,10 @@ use super::{Global, append, command_help, input_error, prepare_host, reject_posi
 use crate::discover::Roots;
 use crate::discover::devices::{Majors, find_node};
 use crate::discover::driver::{VERSION_FILE, read_driver};
-use crate::discover::wsl::{Wsl, read_wsl};
 use crate::discover::files::{self, Bits, IpcOptions};
 use crate::discover::gpus::{self, CAPS_DIR, Gpu, MIG_MINORS, read_gpus};
 use crate::discover::root::RootDir;
+use crate::discover::wsl::{Wsl, read_wsl};
 use crate::select::{Selection, check_mig_all, select_devices};
 
 #[derive(Debug, Default)]

@@ -178,7 +178,10 @@ fn devices(
         .map(str::trim)
         .filter(|s| !s.is_empty() && *s != "none")
         .collect();
-    if tegra.gpus.len() <= 1 {
+    // Without an integrated GPU among several (csv mode forced on a dGPU host), upstream
+    // errors on the first dGPU not at index 1; here the CSV files alone decide, as pure CSV.
+    let mixed = tegra.gpus.len() > 1 && tegra.gpus.iter().any(Tegra::is_integrated);
+    if !mixed {
         for id in &ids {
             if *id != "all" && *id != "0" && tegra.gpus.first().is_none_or(|g| g.uuid != *id) {
                 bail!("unsupported device id: {id}");
@@ -187,7 +190,10 @@ fn devices(
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let uuid = tegra.gpus.first().map(|g| g.uuid.as_str()).unwrap_or("");
+        let uuid = match tegra.gpus.as_slice() {
+            [one] => one.uuid.as_str(),
+            _ => "",
+        };
         return Ok(named(o, 0, uuid, csv_nodes.to_vec()));
     }
     let mut chosen: Vec<&Gpu> = Vec::new();
@@ -288,10 +294,21 @@ mod tests {
 
     #[test]
     fn library_names_as_upstream() {
-        for n in ["libcuda.so", "libcuda.so.1.1", "libnvrm_gpu.so", "libnvidia-ptxjitcompiler.so.540.4.0"] {
+        for n in [
+            "libcuda.so",
+            "libcuda.so.1.1",
+            "libnvrm_gpu.so",
+            "libnvidia-ptxjitcompiler.so.540.4.0",
+        ] {
             assert!(is_lib_name(n), "{n}");
         }
-        for n in ["lib.so", "libcuda.sox", "nv_tegra_release", "cuda.so.1", "libfoo.so-bak"] {
+        for n in [
+            "lib.so",
+            "libcuda.sox",
+            "nv_tegra_release",
+            "cuda.so.1",
+            "libfoo.so-bak",
+        ] {
             assert!(!is_lib_name(n), "{n}");
         }
         assert!(is_gpu_node("/dev/nvidia1") && !is_gpu_node("/dev/nvidiactl"));

@@ -11,14 +11,18 @@ use anyhow::{Context, Result, anyhow, bail};
 use super::{Flag, Format, env_list, log_warn, next_flag, parse_bool, split_list, write_spec};
 use crate::applets::ctk::Global;
 use crate::discover::Roots;
+use crate::discover::gated::Gated;
 use crate::discover::host::{HostQuery, read_host};
 use crate::discover::tegra::{is_tegra, read_tegra};
 use crate::discover::wsl::{DXG, Wsl, is_wsl, read_wsl};
+use crate::spec::cdi::parse_qualified_name;
 use crate::spec::csv::{DEFAULT_CSV_FILES, DEFAULT_MOUNT_SPEC_PATH};
 use crate::spec::generate::csv::{CsvOptions, generate_csv_spec};
-use crate::spec::cdi::parse_qualified_name;
 use crate::spec::generate::wsl::generate_wsl_spec;
-use crate::spec::generate::{GenerateOptions, HookCommand, NameStrategy, generate_spec};
+use crate::spec::generate::{
+    GenerateOptions, HookCommand, NameStrategy, generate_gated_spec, generate_imex_spec,
+    generate_spec,
+};
 
 /// Driver binaries are looked up in fixed directories: a spec must not depend on the caller.
 const BIN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -99,13 +103,17 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
     };
     fill_from_env(&mut a);
     let cfg = super::load_config(g)?;
-    let mode = a.mode.clone().unwrap_or_else(|| "auto".to_owned());
+    let mode = a
+        .mode
+        .clone()
+        .unwrap_or_else(|| "auto".to_owned())
+        .to_lowercase();
+    let gated = Gated::from_mode(&mode);
+    let imex = mode == "imex";
     let management = match mode.as_str() {
         "auto" | "nvml" | "wsl" | "csv" => false,
         "management" => true,
-        "gdrcopy" | "gds" | "imex" | "mofed" | "nvswitch" => {
-            bail!("failed to create CDI library: mode {mode:?} is not supported by nvbox")
-        }
+        _ if gated.is_some() || imex => false,
         _ => bail!("invalid discovery mode: {mode}"),
     };
     let format = output_format(g, &a)?;
@@ -117,7 +125,17 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         }
         .to_owned()
     });
-    let class = a.class.clone().unwrap_or_else(|| "gpu".to_owned());
+    // Upstream's command line defaults every mode to `gpu`, so a gated spec's `all` collides
+    // with the GPU spec's in the same directory and the CDI registry drops both; its library
+    // names the class after the mode, which is what nvbox defaults to.
+    let class = a.class.clone().unwrap_or_else(|| {
+        match gated {
+            Some(kind) => kind.name(),
+            None if imex => "imex-channel",
+            None => "gpu",
+        }
+        .to_owned()
+    });
     parse_qualified_name(&format!("{vendor}/{class}=x"))
         .context("invalid CDI vendor or class name")?;
     let mut strategies = Vec::new();
@@ -150,6 +168,27 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         a.proc_root.as_deref().or(cfg.nvbox.proc_root.as_deref()),
         a.sys_root.as_deref().or(cfg.nvbox.sys_root.as_deref()),
     );
+    if gated.is_some() || imex {
+        let opts = GenerateOptions {
+            vendor,
+            class,
+            strategies,
+            device_ids,
+            no_all_device: no_all,
+            management: false,
+            disabled_hooks: Vec::new(),
+            enabled_hooks: Vec::new(),
+            hook: HookCommand::new(String::new(), Vec::new()),
+            ldconfig_path: None,
+        };
+        let spec = match gated {
+            Some(kind) => generate_gated_spec(&roots, kind, &opts),
+            None => generate_imex_spec(&roots, &opts),
+        }
+        .context("failed to generate CDI spec")?;
+        write_spec(&spec, format, a.output.as_deref())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     // Upstream's auto mode picks wsl where dxcore is found; here, where `/dev/dxg` is.
     let wsl = mode == "wsl" || (mode == "auto" && is_wsl(&roots));
     if wsl {
@@ -157,13 +196,20 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
             .context("failed to create CDI library")?
             .ok_or_else(|| anyhow!("failed to create CDI library: WSL2 mode but no {DXG}"))?;
         report_wsl(g, &found);
-        let spec = generate_wsl_spec(&found, &roots, &generate_options(&a, vendor, class, strategies, device_ids, no_all, management))
-            .context("failed to generate CDI spec")?;
+        let spec = generate_wsl_spec(
+            &found,
+            &roots,
+            &generate_options(
+                &a, vendor, class, strategies, device_ids, no_all, management,
+            ),
+        )
+        .context("failed to generate CDI spec")?;
         write_spec(&spec, format, a.output.as_deref())?;
         return Ok(ExitCode::SUCCESS);
     }
     // Upstream's auto mode picks csv on Tegra hosts whose GPUs are all integrated.
-    let csv = mode == "csv" || (mode == "auto" && is_tegra(&roots) && read_tegra(&roots).only_integrated());
+    let csv = mode == "csv"
+        || (mode == "auto" && is_tegra(&roots) && read_tegra(&roots).only_integrated());
     if csv {
         let tegra = read_tegra(&roots);
         let files = if a.csv_files.is_empty() {
@@ -179,7 +225,9 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
             ignore_patterns: a.csv_ignore_patterns.clone(),
             compat_container_root: a.csv_compat_root.clone(),
         };
-        let opts = generate_options(&a, vendor, class, strategies, device_ids, no_all, management);
+        let opts = generate_options(
+            &a, vendor, class, strategies, device_ids, no_all, management,
+        );
         let (spec, warnings) = generate_csv_spec(&roots, &tegra, &csv_opts, &opts)
             .context("failed to generate CDI spec")?;
         for w in &warnings {
@@ -194,7 +242,9 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         ..HostQuery::default()
     };
     let host = read_host(&roots, &query).context("failed to create CDI library")?;
-    let opts = generate_options(&a, vendor, class, strategies, device_ids, no_all, management);
+    let opts = generate_options(
+        &a, vendor, class, strategies, device_ids, no_all, management,
+    );
     let spec = generate_spec(&host, &opts).context("failed to generate CDI spec")?;
     write_spec(&spec, format, a.output.as_deref())?;
     Ok(ExitCode::SUCCESS)
@@ -229,7 +279,10 @@ fn generate_options(
 /// Upstream's log lines for the store it uses and the required files it skips.
 fn report_wsl(g: &Global, w: &Wsl) {
     for other in &w.other_stores {
-        log_warn(g, &format!("Ignoring older NVIDIA driver store {}", other.path));
+        log_warn(
+            g,
+            &format!("Ignoring older NVIDIA driver store {}", other.path),
+        );
     }
     for m in &w.missing {
         log_warn(g, &format!("Could not locate {m}: skipping"));
@@ -269,7 +322,10 @@ fn fill_from_env(a: &mut Args) {
     list(&mut a.disabled_hooks, &format!("{PREFIX}DISABLED_HOOKS"));
     list(&mut a.enabled_hooks, &format!("{PREFIX}ENABLED_HOOKS"));
     list(&mut a.csv_files, &format!("{PREFIX}CSV_FILES"));
-    list(&mut a.csv_ignore_patterns, &format!("{PREFIX}CSV_IGNORE_PATTERNS"));
+    list(
+        &mut a.csv_ignore_patterns,
+        &format!("{PREFIX}CSV_IGNORE_PATTERNS"),
+    );
     if a.csv_compat_root.is_none() {
         a.csv_compat_root = env(&format!("{PREFIX}CSV_CONTAINER_COMPAT_ROOT"));
     }
@@ -319,7 +375,8 @@ USAGE:
 OPTIONS:
    --output value                    the path where the spec is written (default: stdout) [$NVIDIA_CTK_CDI_OUTPUT_FILE_PATH]
    --format value                    json or yaml (default: yaml) [$NVIDIA_CTK_CDI_GENERATE_OUTPUT_FORMAT]
-   --mode value, --discovery-mode    auto, nvml, management, csv or wsl (default: auto) [$NVIDIA_CTK_CDI_GENERATE_MODE]
+   --mode value, --discovery-mode    auto, nvml, management, csv, wsl, gds, mofed, gdrcopy, nvswitch
+                                     or imex (default: auto) [$NVIDIA_CTK_CDI_GENERATE_MODE]
    --device-name-strategy value      index, uuid, type-index (default: index, uuid) [$NVIDIA_CTK_CDI_GENERATE_DEVICE_NAME_STRATEGIES]
    --driver-root value               the driver root (default: /) [$NVIDIA_CTK_DRIVER_ROOT]
    --dev-root value                  where /dev is read (default: the driver root) [$NVIDIA_CTK_DEV_ROOT]
@@ -328,7 +385,8 @@ OPTIONS:
    --nvidia-cdi-hook-path value      the hook binary [$NVIDIA_CTK_CDI_HOOK_PATH]
    --ldconfig-path value             ldconfig for the update-ldcache hook [$NVIDIA_CTK_CDI_GENERATE_LDCONFIG_PATH]
    --vendor value, --cdi-vendor      (default: nvidia.com) [$NVIDIA_CTK_CDI_GENERATE_VENDOR]
-   --class value, --cdi-class        (default: gpu) [$NVIDIA_CTK_CDI_GENERATE_CLASS]
+   --class value, --cdi-class        (default: gpu; the mode's name for gds, mofed, gdrcopy and
+                                     nvswitch; imex-channel for imex) [$NVIDIA_CTK_CDI_GENERATE_CLASS]
    --device-id value                 all, none, or device ids (default: all) [$NVIDIA_CTK_CDI_GENERATE_DEVICE_IDS]
    --no-all-device                   no `all` device (default: false) [$NVIDIA_CTK_CDI_GENERATE_NO_ALL_DEVICE]
    --disable-hook value              hooks to leave out, or all [$NVIDIA_CTK_CDI_GENERATE_DISABLED_HOOKS]

@@ -1,10 +1,10 @@
-//! Podman reading generated CDI specs (`--device nvidia.com/gpu=…`), with private storage.
-
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+//! Podman reading CDI specs from a test's own directory, for specs `nvidia-ctk cdi generate`
+//! writes.
 
 use super::TempDir;
 use super::container::text;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 pub const PODMAN: &str = "/usr/bin/podman";
 
@@ -66,4 +66,3 @@ impl CdiPodman {
         out
     }
 }
-
