@@ -518,3 +518,45 @@ impl fmt::Display for Plan {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::devices::DeviceNode;
+
+    fn gds() -> GatedDevices {
+        GatedDevices {
+            nodes: vec![DeviceNode {
+                path: "/dev/nvidia-fs0".into(),
+                major: 241,
+                minor: 0,
+            }],
+            files: vec!["/etc/cufile.json".into()],
+            dirs: vec!["/run/udev".into()],
+        }
+    }
+
+    #[test]
+    fn gated_nodes_and_files_in_the_plan() {
+        let mut p = Plan::default();
+        add_gated(&mut p, &Options::default(), &gds());
+        assert_eq!(
+            p.to_string(),
+            "tmpfs /proc/driver/nvidia ()\n\
+             device /dev/nvidia-fs0 <- dev-root:/dev/nvidia-fs0 (c 241:0)\n\
+             bind /etc/cufile.json <- driver-root:/etc/cufile.json (ro,nosuid,nodev)\n\
+             bind /run/udev <- driver-root:/run/udev (ro,nosuid,nodev,rec)\n\
+             cgroup c 241:0 rw\n"
+        );
+        // --no-devbind / --no-cgroups apply to them as to the driver's nodes.
+        let mut p = Plan::default();
+        let o = Options {
+            no_devbind: true,
+            no_cgroups: true,
+            ..Options::default()
+        };
+        add_gated(&mut p, &o, &gds());
+        assert_eq!(p.binds.len(), 2);
+        assert!(p.cgroup.is_empty());
+    }
+}
