@@ -28,6 +28,7 @@ fn mock_host_with(tag: &str, gpus: usize, mig: u32, graphics: bool) -> (MockHost
         mig,
         driver_files: true,
         graphics,
+        platform: mock::Platform::Dgpu,
         gated: false,
     };
     mock::write_host(&spec).unwrap();

@@ -43,15 +43,10 @@ impl CdiPodman {
 
     /// `podman run --device DEVICE IMAGE sh -c SCRIPT` in the private namespace.
     pub fn run(&self, spec_dir: &Path, device: &str, image: &str, script: &str) -> Output {
-        // One run at a time: a run that made /run/cdi removes it at the end, and removing a
-        // mount point detaches it from every other namespace (Linux 3.18+), a parallel run's too.
-        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
         let mut hide_etc = String::new();
         if Path::new("/etc/cdi").is_dir() {
             hide_etc = "mount -t tmpfs none /etc/cdi && ".to_owned();
         }
-        let made_run_cdi = !Path::new("/run/cdi").exists();
         let inner = format!(
             "mkdir -p /run/cdi && mount --bind {} /run/cdi && {hide_etc}{} run --rm \
              --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network none \
@@ -65,10 +60,9 @@ impl CdiPodman {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        if made_run_cdi {
-            // Only the empty mount point was visible on the host.
-            let _ = std::fs::remove_dir("/run/cdi");
-        }
+        // The empty mount point stays on the host: removing it would detach the bind mount of
+        // a run going on at the same time (rmdir of a mount point in another namespace detaches
+        // it there), and that run's podman would find no spec.
         out
     }
 }
