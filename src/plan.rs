@@ -12,6 +12,7 @@ use crate::discover::gpus::CAPS_DIR;
 use crate::discover::host::Host;
 use crate::discover::ldcache;
 use crate::discover::tables::Group;
+use crate::discover::wsl::{self as wsl_dirs, Wsl};
 use crate::request::Caps;
 use crate::select::Selection;
 
@@ -245,6 +246,37 @@ pub fn build_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) ->
     }
     add_gated(&mut p, o, &host.gated);
     Ok(p)
+}
+
+/// WSL2 (upstream `--mode wsl`): `/dev/dxg`, the files of the NVIDIA driver store and
+/// `/usr/lib/wsl/lib` at their own paths (the loaders find the store by its path), the store's
+/// `nvidia-smi` linked as `/usr/bin/nvidia-smi`, and the loader cache over the store and
+/// `/usr/lib/wsl/lib`. No procfs: WSL has no `/proc/driver/nvidia`.
+pub fn build_wsl_plan(wsl: &Wsl, o: &Options) -> Plan {
+    let mut p = Plan::default();
+    let native = ldcache::FLAG_ELF_LIBC6 | native_arch_flag();
+    for f in &wsl.files {
+        p.bind(Root::Driver, &f.path, &f.path, Kind::File);
+    }
+    for dir in [wsl.store.path.as_str(), wsl_dirs::WSL_LIB] {
+        for f in wsl
+            .files
+            .iter()
+            .filter(|f| f.path.rsplit_once('/').map(|(d, _)| d) == Some(dir))
+        {
+            if let Some(soname) = &f.soname {
+                let name = f.path.rsplit('/').next().unwrap_or_default();
+                p.add_cache(dir, soname, name, native);
+            }
+        }
+    }
+    p.cache_dirs = vec![wsl.store.path.clone(), wsl_dirs::WSL_LIB.to_owned()];
+    if let Some(smi) = wsl.nvidia_smi() {
+        p.symlinks
+            .push(("/usr/bin/nvidia-smi".to_owned(), smi.to_owned()));
+    }
+    p.add_device(o, &wsl.dxg.path, wsl.dxg.major, wsl.dxg.minor);
+    p
 }
 
 /// The gated devices the container asked for and the host has: their nodes, and GDS's files

@@ -12,6 +12,8 @@ pub mod host;
 pub mod ldcache;
 pub mod root;
 pub mod tables;
+pub mod tegra;
+pub mod wsl;
 
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,8 @@ mod driver_files;
 pub mod elf;
 mod gated;
 mod host;
+mod tegra;
+mod wsl;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -107,6 +109,16 @@ pub struct Spec {
     pub driver_files: bool,
     /// The GPUDirect Storage, GDRCopy, MOFED and NVSwitch nodes of an HPC node.
     pub gated: bool,
+    pub platform: Platform,
+}
+
+/// Which kind of host: a PCIe GPU server, or a WSL2 distribution.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Platform {
+    #[default]
+    Dgpu,
+    Wsl,
+    Tegra,
 }
 
 pub const DEFAULT_DRIVER_VERSION: &str = "535.104.05";
@@ -137,7 +149,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let mut dir = None;
     let mut gpus = 8usize;
     let mut model = MODELS[0];
-    let mut version = DEFAULT_DRIVER_VERSION.to_string();
+    let mut version = None;
+    let mut platform = Platform::Dgpu;
     let mut mig = 0u32;
     let mut driver_files = true;
     let mut gated = false;
@@ -145,7 +158,9 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         match arg {
             Long("gpus") => gpus = parser.value()?.parse().map_err(flat)?,
             Long("model") => model = find_model(&parser.value()?.string()?)?,
-            Long("driver-version") => version = parser.value()?.string()?,
+            Long("driver-version") => version = Some(parser.value()?.string()?),
+            Long("wsl") => platform = Platform::Wsl,
+            Long("tegra") => platform = Platform::Tegra,
             Long("mig") => mig = parser.value()?.parse().map_err(flat)?,
             Long("no-driver-files") => driver_files = false,
             Long("gated") => gated = true,
@@ -162,6 +177,11 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         }
     }
     let dir = dir.ok_or_else(|| anyhow!("missing DIR (see nvbox mock --help)"))?;
+    let version = version.unwrap_or_else(|| match platform {
+        Platform::Wsl => wsl::DEFAULT_WSL_DRIVER_VERSION.to_owned(),
+        Platform::Tegra => tegra::DEFAULT_TEGRA_DRIVER_VERSION.to_owned(),
+        Platform::Dgpu => DEFAULT_DRIVER_VERSION.to_owned(),
+    });
     if gpus > 64 {
         bail!("--gpus {gpus}: at most 64 GPUs (NVML's device table size)");
     }
@@ -185,6 +205,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         driver_version: version,
         mig,
         driver_files,
+        platform,
         gated,
     }))
 }
@@ -211,8 +232,19 @@ pub fn write_host(spec: &Spec) -> Result<Vec<String>> {
         dir,
         ..spec.clone()
     };
-    let gpus = host::gpu_layout(&spec);
     let mut notes = Vec::new();
+    match spec.platform {
+        Platform::Wsl => {
+            wsl::write_wsl_host(&spec, &mut notes)?;
+            return Ok(notes);
+        }
+        Platform::Tegra => {
+            tegra::write_tegra_host(&spec, &mut notes)?;
+            return Ok(notes);
+        }
+        Platform::Dgpu => {}
+    }
+    let gpus = host::gpu_layout(&spec);
     host::write_procfs(&spec, &gpus)?;
     host::write_sysfs(&spec, &gpus)?;
     host::write_dev(&spec, &gpus, &mut notes)?;
@@ -230,14 +262,21 @@ pub fn config_snippet(spec: &Spec) -> String {
     let dir = spec.dir.canonicalize().unwrap_or_else(|_| spec.dir.clone());
     let d = toml_string(&dir);
     format!(
-        "# nvbox mock host: {} x {}, driver {}{}\n# Use it: save this as config.toml and export NVIDIA_CTK_CONFIG_FILE_PATH=<that file>\n[nvidia-container-cli]\nroot = {d}\n\n[nvbox]\ndev-root = {d}\nproc-root = {d}\nsys-root = {d}\n",
-        spec.gpus,
-        spec.model.name,
+        "# nvbox mock host: {}, driver {}{}\n# Use it: save this as config.toml and export NVIDIA_CTK_CONFIG_FILE_PATH=<that file>\n[nvidia-container-cli]\nroot = {d}\n\n[nvbox]\ndev-root = {d}\nproc-root = {d}\nsys-root = {d}\n{}",
+        match spec.platform {
+            Platform::Wsl => "WSL2 (GPUs behind /dev/dxg)".to_owned(),
+            Platform::Tegra => "Jetson AGX Orin, L4T R36.4.0 (integrated GPU)".to_owned(),
+            Platform::Dgpu => format!("{} x {}", spec.gpus, spec.model.name),
+        },
         spec.driver_version,
         if spec.mig > 0 {
             format!(", MIG {} instances per GPU", spec.mig)
         } else {
             String::new()
+        },
+        match spec.platform {
+            Platform::Tegra => tegra::config_lines(&dir),
+            _ => String::new(),
         },
     )
 }
@@ -259,6 +298,10 @@ nvbox at it.
   --driver-version V       NVRM version (default 535.104.05)
   --mig N                  enable MIG with N GPU instances (one compute instance each)
                            on every GPU (MIG-capable models only)
+  --wsl                    a WSL2 distribution instead: /dev/dxg, /usr/lib/wsl/lib and
+                           the driver stores under /usr/lib/wsl/drivers (driver 560.94)
+  --tegra                  a Jetson AGX Orin (L4T R36.4) instead: nvhost/nvmap/nvgpu nodes,
+                           the tegra libraries and the CSV files naming them
   --gated                  also the nodes of GPUDirect Storage (/dev/nvidia-fs*), GDRCopy
                            (/dev/gdrdrv), MOFED (/dev/infiniband/*) and NVSwitch
                            (/dev/nvidia-nvswitch*), /etc/cufile.json and /run/udev

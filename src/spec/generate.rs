@@ -16,8 +16,10 @@ use crate::request::Caps;
 use crate::select::Selection;
 use crate::spec::cdi::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec, minimum_version};
 
+pub mod csv;
 mod devices;
 mod gated;
+pub mod wsl;
 
 use devices::{gpu_devices, management_nodes};
 pub use gated::{generate_gated_spec, generate_imex_spec};
