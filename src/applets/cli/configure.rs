@@ -138,6 +138,10 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
     if let Some(pid) = a.pid.filter(|p| *p <= 0) {
         bail!("input error: invalid pid: {pid}");
     }
+    // The hook restricted itself before reading config.json; this call is then a no-op.
+    crate::privilege::restrict(crate::privilege::Role::Live {
+        kmods: g.load_kmods,
+    })?;
     let imex = super::list::parse_imex_channels(&a.imex_channels)?;
     let compute_libs = a.caps.contains(Caps::COMPUTE) || a.caps.contains(Caps::VIDEO);
     let compat_mode = if a.no_cntlibs {
@@ -192,6 +196,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
             supervised: false,
         },
     };
+    crate::privilege::enter(crate::privilege::Phase::Container);
     let want_compat = compute_libs && compat_mode != CompatMode::Disabled;
     let layout = live::probe_layout(&target.host_view(), want_compat)?;
     let opts = Options {

@@ -113,7 +113,9 @@ pub fn prepare_host(g: &Global) -> Result<(Roots, Option<Vec<Gpu>>)> {
     }
     let gpus = crate::discover::gpus::read_gpus(&roots).ok();
     let minors: Vec<u32> = gpus.iter().flatten().map(|g| g.minor).collect();
+    crate::privilege::enter(crate::privilege::Phase::Kmods);
     let loaded = crate::kmods::load_kernel_modules(&roots, &minors);
+    crate::privilege::enter(crate::privilege::Phase::Discover);
     Ok((roots, gpus.filter(|_| !loaded)))
 }
 
