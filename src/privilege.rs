@@ -249,18 +249,21 @@ pub fn restrict(role: Role) -> Result<()> {
     })
     .map_err(fail)?;
     ACTIVE.store(true, Ordering::Relaxed);
-    crate::info!(
-        "privileges: bounding {} permitted {}",
-        names(status_set("CapBnd")),
-        names(status_set("CapPrm"))
-    );
-    enter(Phase::Discover);
     if matches!(role, Role::Live { kmods: true }) {
         NO_NEW_PRIVS_LATER.store(true, Ordering::Relaxed);
     } else {
         nix::sys::prctl::set_no_new_privs()
             .map_err(|e| anyhow!("permission error: no_new_privs: {}", e.desc()))?;
     }
+    if crate::log::enabled() {
+        crate::info!(
+            "privileges: bounding {} permitted {} no_new_privs {}",
+            names(status_value("CapBnd")),
+            names(status_value("CapPrm")),
+            status_value("NoNewPrivs")
+        );
+    }
+    enter(Phase::Discover);
     Ok(())
 }
 
@@ -282,6 +285,13 @@ pub fn enter(phase: Phase) {
             });
         }
         let _ = nix::sys::prctl::set_no_new_privs();
+        if crate::log::enabled() {
+            crate::info!(
+                "privileges: modules loaded: permitted {} no_new_privs {}",
+                names(status_value("CapPrm")),
+                status_value("NoNewPrivs")
+            );
+        }
     }
     let result = caps::get().and_then(|now| {
         caps::set(caps::Sets {
@@ -297,13 +307,13 @@ pub fn enter(phase: Phase) {
         crate::info!(
             "privileges: phase {}: effective {}",
             phase.name(),
-            names(status_set("CapEff"))
+            names(status_value("CapEff"))
         );
     }
 }
 
-/// A capability line of /proc/self/status (`CapEff:\t0000000000000000`).
-fn status_set(key: &str) -> u64 {
+/// A hex field of /proc/self/status (`CapEff:\t0000000000000000`, `NoNewPrivs:\t1`).
+fn status_value(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -9,7 +9,7 @@ mod common;
 use common::container::*;
 use common::engines::*;
 use serde_json::json;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 const DEFAULT_CAPS: &[&str] = &["compute", "utility"];
@@ -17,35 +17,6 @@ const HOST_ID: u64 = 300000;
 
 fn ready() -> bool {
     have_prerequisites(&[RUNC, BUSYBOX])
-}
-
-/// Give the bundle a user namespace and hand its rootfs to the mapped root, as Docker does.
-fn map_ids(bundle: &mut Bundle) {
-    let map = json!([{"containerID": 0, "hostID": HOST_ID, "size": 65536}]);
-    bundle.spec["linux"]["uidMappings"] = map.clone();
-    bundle.spec["linux"]["gidMappings"] = map;
-    let ns = bundle.spec["linux"]["namespaces"].as_array_mut().unwrap();
-    ns.push(json!({"type": "user"}));
-    // The mapped root must reach its rootfs: parents traversable, as Docker's 0711 data root.
-    let mut dir = bundle.rootfs.parent();
-    while let Some(d) = dir {
-        let mode = std::fs::metadata(d).unwrap().permissions().mode();
-        if mode & 0o001 == 0 {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o711)).unwrap();
-        }
-        dir = d.parent();
-    }
-    chown_tree(&bundle.rootfs);
-}
-
-fn chown_tree(p: &Path) {
-    let id = Some(HOST_ID as u32);
-    std::os::unix::fs::lchown(p, id, id).unwrap();
-    if std::fs::symlink_metadata(p).unwrap().is_dir() {
-        for e in std::fs::read_dir(p).unwrap().flatten() {
-            chown_tree(&e.path());
-        }
-    }
 }
 
 /// Every inode under the rootfs (what the hooks left after the container's mounts went away)
@@ -75,7 +46,7 @@ fn legacy_hook_in_a_user_namespace() {
     bundle.script(PROBE);
     bundle.env(&["NVIDIA_VISIBLE_DEVICES=1,3"]);
     bundle.hook(host);
-    map_ids(&mut bundle);
+    bundle.map_ids(HOST_ID as u32);
     let want = expected(host, "1,3", DEFAULT_CAPS, &bundle.rootfs);
     let run = run_runc(&mut bundle);
     assert!(run.created, "runc create failed:\n{}", run.create_stderr);
@@ -115,7 +86,7 @@ fn legacy_hook_in_a_user_namespace_with_ldconfig() {
     // The image's own ldconfig, run as the container's root.
     std::fs::create_dir_all(bundle.rootfs.join("sbin")).unwrap();
     std::fs::copy("/sbin/ldconfig", bundle.rootfs.join("sbin/ldconfig")).unwrap();
-    map_ids(&mut bundle);
+    bundle.map_ids(HOST_ID as u32);
     let want = expected(&host, "0", DEFAULT_CAPS, &bundle.rootfs);
     let run = run_runc(&mut bundle);
     assert!(run.created, "runc create failed:\n{}", run.create_stderr);
@@ -135,7 +106,7 @@ fn jit_cdi_in_a_user_namespace() {
     let mut bundle = Bundle::new(true);
     bundle.script(&probe_with_env());
     bundle.env(&["NVIDIA_VISIBLE_DEVICES=all"]);
-    map_ids(&mut bundle);
+    bundle.map_ids(HOST_ID as u32);
     let want = expected_jit(host, "all", &bundle.rootfs);
     let wrap = mock_dev_namespace(host);
     let wrap: Vec<&str> = wrap.iter().map(String::as_str).collect();
