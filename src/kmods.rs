@@ -92,8 +92,6 @@ pub fn load_kernel_modules(roots: &Roots, minors: &[u32]) -> bool {
     loaded_nvidia
 }
 
-/// Inside a user namespace modprobe cannot work and mknod is refused.
-
 fn count_nvidia_pci_devices(roots: &Roots) -> u32 {
     let Ok(entries) = std::fs::read_dir(roots.sys_path("/sys/bus/pci/devices")) else {
         return 0;

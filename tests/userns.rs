@@ -152,3 +152,45 @@ exec "$@""#,
     .map(|s| s.to_string())
     .collect()
 }
+
+/// Docker's `--userns-remap=default`: dockerd makes (or reuses) the `dockremap` user and its
+/// subordinate ranges, runs every container in a user namespace with root mapped to the start
+/// of that range, and `docker run --gpus all` goes through our prestart hook.
+#[test]
+fn docker_userns_remap_gpus_all() {
+    if !have_prerequisites(&[DOCKERD, DOCKER, CONTAINERD, RUNC, BUSYBOX]) {
+        return;
+    }
+    let host = shared_host(&[]);
+    let path = format!("{}:{SYSTEM_PATH}", applet_dir().display());
+    let remap = json!({"userns-remap": "default"});
+    let daemon = Dockerd::start_with(Some(&host.config), DaemonConfig::Json(&remap), &path);
+    let image = common::TempDir::new("userns-image");
+    let rootfs = image.path().join("rootfs");
+    make_rootfs(&rootfs, true);
+    daemon.import(&rootfs, "nvbox-busybox-userns");
+    let probe = format!("cat /proc/self/uid_map; {PROBE}");
+    let out = daemon
+        .command()
+        .args(["run", "--rm", "--network", "none", "--gpus", "all"])
+        .args(["nvbox-busybox-userns", "sh", "-c", &probe])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker run --gpus all: {}\ndockerd log:\n{}",
+        text(&out.stderr),
+        daemon.log()
+    );
+    let stdout = text(&out.stdout);
+    let map: Vec<&str> = stdout.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(map[0], "0");
+    assert_ne!(
+        map[1], "0",
+        "the container must be user-namespaced: {map:?}"
+    );
+    let want = expected(host, "all", DEFAULT_CAPS, &rootfs);
+    let probe = parse_probe(&stdout);
+    assert_injected(&probe, &want, host);
+    assert_cgroup(&probe.cgroup, &want.cgroup, host);
+}

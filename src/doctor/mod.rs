@@ -13,6 +13,7 @@ mod crio;
 mod docker;
 mod driver;
 mod nvbox;
+mod userns;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -270,6 +271,7 @@ pub fn check_host(ctx: &Context) -> Vec<Finding> {
     containerd::check(ctx, &mut out);
     crio::check(ctx, &mut out);
     cgroups::check(ctx, &mut out);
+    userns::check(ctx, &mut out);
     out
 }
 

@@ -127,9 +127,8 @@ pub fn apply(
                 crate::sys::process::exit_child(1);
             }
             let result = enter_and_apply(
-                &ns,
+                Entry { mnt: &ns, owner },
                 t,
-                owner,
                 plan,
                 &proc_files,
                 &prepared,
@@ -265,18 +264,25 @@ fn open_source<'a>(
 }
 
 /// The child: enter, apply, and on failure undo.
-fn enter_and_apply(
-    ns: &OwnedFd,
-    t: &Target,
+/// What the child needs to become a writer in the container: its mount namespace, and the
+/// ids of its root when those are not ours.
+struct Entry<'a> {
+    mnt: &'a OwnedFd,
     owner: Option<Owner>,
+}
+
+fn enter_and_apply(
+    entry: Entry,
+    t: &Target,
     plan: &Plan,
     proc_files: &[(&str, Vec<u8>)],
     prepared: &[Prepared],
     use_new: bool,
     ldconfig: Option<&ldconfig::Program>,
 ) -> Result<()> {
-    setns(ns.as_fd(), CloneFlags::CLONE_NEWNS)
+    setns(entry.mnt.as_fd(), CloneFlags::CLONE_NEWNS)
         .map_err(|e| anyhow!("container error: setns: {}", e.desc().to_lowercase()))?;
+    let owner = entry.owner;
     if let Some(o) = owner {
         owner::become_owner(o)?;
         privilege::enter(Phase::Mount);
