@@ -5,7 +5,7 @@
 //! effective set with `enter`. The debug log states every phase's effective set as the kernel
 //! reports it in /proc/self/status.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::{Result, anyhow};
 
@@ -191,11 +191,13 @@ impl Phase {
 /// What `restrict` keeps permitted: the live path's phases, or a CDI hook's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// `configure` and the prestart hook; `kmods`: modules are loaded before the first
-    /// `enter(Container)` (their phase is dropped from the permitted set then).
+    /// `configure` and the prestart hook; `kmods`: modules are loaded first (their phase
+    /// leaves the permitted set with `modules_loaded`).
     Live { kmods: bool },
     /// An `nvidia-cdi-hook`.
     Hook,
+    /// `info` and `list`: discovery only (and the modules with `kmods`).
+    Query { kmods: bool },
 }
 
 fn permitted_for(role: Role) -> u64 {
@@ -214,15 +216,19 @@ fn permitted_for(role: Role) -> u64 {
             if kmods { p | Phase::Kmods.caps() } else { p }
         }
         Role::Hook => Phase::Hook.caps(),
+        Role::Query { kmods: true } => Phase::Kmods.caps(),
+        Role::Query { kmods: false } => 0,
     }
 }
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// What stays permitted once the modules are loaded: the role's set without `kmods`.
+static KEEP: AtomicU64 = AtomicU64::new(0);
 static NO_NEW_PRIVS_LATER: AtomicBool = AtomicBool::new(false);
 
 /// Shrink this process to `role`'s capabilities and enter `Phase::Discover`. Without root
 /// (euid ≠ 0 in our namespace) there is nothing to give up and nothing is changed.
-/// With `kmods`, `no_new_privs` waits until the modules are loaded (modprobe must regain
+/// With `kmods`, `no_new_privs` waits for `modules_loaded` (modprobe must regain
 /// CAP_SYS_MODULE from the bounding set, as upstream's kmods child does).
 pub fn restrict(role: Role) -> Result<()> {
     if !nix::unistd::geteuid().is_root() || ACTIVE.load(Ordering::Relaxed) {
@@ -248,8 +254,19 @@ pub fn restrict(role: Role) -> Result<()> {
         inheritable: 0,
     })
     .map_err(fail)?;
+    KEEP.store(
+        match role {
+            Role::Live { .. } => permitted_for(Role::Live { kmods: false }),
+            Role::Query { .. } => 0,
+            Role::Hook => permitted_for(Role::Hook),
+        },
+        Ordering::Relaxed,
+    );
     ACTIVE.store(true, Ordering::Relaxed);
-    if matches!(role, Role::Live { kmods: true }) {
+    if matches!(
+        role,
+        Role::Live { kmods: true } | Role::Query { kmods: true }
+    ) {
         NO_NEW_PRIVS_LATER.store(true, Ordering::Relaxed);
     } else {
         nix::sys::prctl::set_no_new_privs()
@@ -267,31 +284,35 @@ pub fn restrict(role: Role) -> Result<()> {
     Ok(())
 }
 
+/// The modules are loaded (`--load-kmods`): their capabilities go for good, and no_new_privs
+/// comes, before anything of the container is read.
+pub fn modules_loaded() {
+    if !NO_NEW_PRIVS_LATER.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    if let Ok(now) = caps::get() {
+        let _ = caps::set(caps::Sets {
+            effective: 0,
+            permitted: now.permitted & KEEP.load(Ordering::Relaxed),
+            inheritable: 0,
+        });
+    }
+    let _ = nix::sys::prctl::set_no_new_privs();
+    if crate::log::enabled() {
+        crate::info!(
+            "privileges: modules loaded: permitted {} no_new_privs {}",
+            names(status_value("CapPrm")),
+            status_value("NoNewPrivs")
+        );
+    }
+    enter(Phase::Discover);
+}
+
 /// Raise exactly `phase`'s effective set (within what is permitted). Does nothing unless
 /// `restrict` ran: a caller without root has no capabilities to manage.
 pub fn enter(phase: Phase) {
     if !ACTIVE.load(Ordering::Relaxed) {
         return;
-    }
-    if !matches!(phase, Phase::Kmods | Phase::Discover)
-        && NO_NEW_PRIVS_LATER.swap(false, Ordering::Relaxed)
-    {
-        // The modules are loaded (or were never to be): their capabilities go for good.
-        if let Ok(now) = caps::get() {
-            let _ = caps::set(caps::Sets {
-                effective: 0,
-                permitted: now.permitted & permitted_for(Role::Live { kmods: false }),
-                inheritable: 0,
-            });
-        }
-        let _ = nix::sys::prctl::set_no_new_privs();
-        if crate::log::enabled() {
-            crate::info!(
-                "privileges: modules loaded: permitted {} no_new_privs {}",
-                names(status_value("CapPrm")),
-                status_value("NoNewPrivs")
-            );
-        }
     }
     let result = caps::get().and_then(|now| {
         caps::set(caps::Sets {
@@ -367,7 +388,11 @@ mod tests {
                 names(ph.caps() & !UPSTREAM_PERMITTED)
             );
         }
-        for role in [Role::Live { kmods: true }, Role::Hook] {
+        for role in [
+            Role::Live { kmods: true },
+            Role::Hook,
+            Role::Query { kmods: true },
+        ] {
             assert_eq!(permitted_for(role) & !UPSTREAM_PERMITTED, 0);
         }
     }

@@ -198,3 +198,39 @@ fn hook_in_upstreams_bounding_set() {
     assert_eq!(mounts.len(), 2, "{log}");
     assert!(Path::new(&bundle.rootfs).join("etc/ld.so.cache").exists());
 }
+
+/// `list` (and `info`) keep nothing at all: discovery reads root's own files.
+#[test]
+fn list_keeps_no_capability() {
+    if !is_root() {
+        skip_or_fail("list as root");
+        return;
+    }
+    let dir = TempDir::new("priv-list");
+    let text = mock(&dir.path().join("host"), &["--gpus", "2"]);
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("debug.log");
+    let out = command(nvbox())
+        .env("NVIDIA_CTK_CONFIG_FILE_PATH", &cfg)
+        .args([
+            "nvidia-container-cli",
+            &format!("--debug={}", log.display()),
+            "list",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("/dev/nvidia1\n"), "{}", stdout(&out));
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains(
+            "privileges: bounding cap_dac_override,cap_sys_module permitted none no_new_privs 1"
+        ),
+        "{log}"
+    );
+    assert_eq!(
+        logged_phases(&log),
+        [("discover".to_string(), "none".to_string())]
+    );
+}

@@ -503,3 +503,110 @@ fn rootless_podman_legacy_hook_without_no_cgroups_says_what_to_set() {
         "{err}"
     );
 }
+
+/// A runtime that runs the CDI hooks from the host (not inside the container's namespace, as
+/// runc does): each hook finds the init's user namespace from the state's pid and creates its
+/// links, ld.so.conf.d file and loader cache as the container's root.
+#[test]
+fn cdi_hooks_from_the_host_write_as_the_containers_root() {
+    if !have_prerequisites(&["/usr/bin/unshare"]) {
+        return;
+    }
+    let dir = common::TempDir::new("userns-cdi-host");
+    let rootfs = dir.path().join("rootfs");
+    make_rootfs(&rootfs, true);
+    std::fs::create_dir_all(rootfs.join("usr/lib/x86_64-linux-gnu")).unwrap();
+    Bundle::chown_tree(&rootfs, HOST_ID as u32);
+    let id = HOST_ID.to_string();
+    let mut init = userns_init(&format!("0 {id} 65536\n"));
+    let pid = init.id();
+    let state = dir.path().join("state.json");
+    let s = json!({"ociVersion": "1.0.2", "id": "c", "status": "creating", "pid": pid,
+                   "bundle": dir.path(), "root": rootfs});
+    std::fs::write(&state, s.to_string()).unwrap();
+    let hook = |args: &[&str]| {
+        let out = common::command(common::nvbox())
+            .arg("nvidia-cdi-hook")
+            .args(args)
+            .arg("--container-spec")
+            .arg(&state)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    };
+    hook(&[
+        "create-symlinks",
+        "--link",
+        "libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so",
+    ]);
+    hook(&["update-ldcache", "--folder", "/usr/lib/x86_64-linux-gnu"]);
+    let _ = init.kill();
+    let _ = init.wait();
+    let link = std::fs::symlink_metadata(rootfs.join("usr/lib/x86_64-linux-gnu/libcuda.so"));
+    assert_eq!(link.unwrap().uid() as u64, HOST_ID);
+    assert!(rootfs.join("etc/ld.so.cache").exists());
+    assert_eq!(owned_by_host_root(&rootfs), Vec::<String>::new());
+}
+
+/// A container's init: a process in a new user namespace whose id maps (`map` for both) we
+/// write as its parent would.
+fn userns_init(map: &str) -> std::process::Child {
+    let init = std::process::Command::new("unshare")
+        .args(["--user", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let pid = init.id();
+    let own_ns = std::fs::read_link("/proc/self/ns/user").unwrap();
+    for _ in 0..200 {
+        match std::fs::read_link(format!("/proc/{pid}/ns/user")) {
+            Ok(ns) if ns != own_ns => break,
+            _ => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+    for file in ["uid_map", "gid_map"] {
+        std::fs::write(format!("/proc/{pid}/{file}"), map).unwrap();
+    }
+    init
+}
+
+/// A container whose root is mapped to no host user cannot own anything nvbox would create:
+/// one line, nothing written.
+#[test]
+fn unmapped_container_root_is_refused_in_one_line() {
+    if !have_prerequisites(&["/usr/bin/unshare"]) {
+        return;
+    }
+    let dir = common::TempDir::new("userns-unmapped");
+    let rootfs = dir.path().join("rootfs");
+    make_rootfs(&rootfs, true);
+    let mut init = userns_init(&format!("1 {HOST_ID} 65535\n"));
+    let state = dir.path().join("state.json");
+    let s = json!({"ociVersion": "1.0.2", "id": "c", "status": "creating", "pid": init.id(),
+                   "bundle": dir.path(), "root": rootfs});
+    std::fs::write(&state, s.to_string()).unwrap();
+    let before = snapshot(&rootfs);
+    let out = common::command(common::nvbox())
+        .args([
+            "nvidia-cdi-hook",
+            "create-symlinks",
+            "--link",
+            "a::/usr/lib/b",
+        ])
+        .arg("--container-spec")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let _ = init.kill();
+    let _ = init.wait();
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "nvidia-cdi-hook: create-symlinks: container error: the container's root is not \
+             mapped to a user of the host (user namespace of pid {}); nvbox cannot create files \
+             it would own\n",
+            init.id()
+        )
+    );
+    assert_eq!(snapshot(&rootfs), before);
+}

@@ -336,15 +336,17 @@ impl Bundle {
             }
             dir = d.parent();
         }
-        fn chown_tree(p: &Path, id: u32) {
-            std::os::unix::fs::lchown(p, Some(id), Some(id)).unwrap();
-            if std::fs::symlink_metadata(p).unwrap().is_dir() {
-                for e in std::fs::read_dir(p).unwrap().flatten() {
-                    chown_tree(&e.path(), id);
-                }
+        Bundle::chown_tree(&self.rootfs, host_id);
+    }
+
+    /// `chown -hR id:id p`.
+    pub fn chown_tree(p: &Path, id: u32) {
+        std::os::unix::fs::lchown(p, Some(id), Some(id)).unwrap();
+        if std::fs::symlink_metadata(p).unwrap().is_dir() {
+            for e in std::fs::read_dir(p).unwrap().flatten() {
+                Bundle::chown_tree(&e.path(), id);
             }
         }
-        chown_tree(&self.rootfs, host_id);
     }
 
     /// Our prestart hook, pointed at a simulated host, as upstream's packages install it.
