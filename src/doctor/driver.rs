@@ -6,6 +6,7 @@ use crate::discover::devices::{Majors, char_major, find_node};
 use crate::discover::driver::{VERSION_FILE, read_driver};
 use crate::discover::gpus::read_gpus;
 use crate::discover::under;
+use crate::discover::wsl::{is_wsl, read_wsl};
 
 const PARAMS: &str = "/proc/driver/nvidia/params";
 const PERSISTENCED_SOCKET: &str = "/run/nvidia-persistenced/socket";
@@ -14,6 +15,10 @@ const NVIDIA_MAJOR: u32 = 195;
 
 pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     let roots = &ctx.roots;
+    if !roots.proc_path(VERSION_FILE).exists() && is_wsl(roots) {
+        check_wsl(ctx, out);
+        return;
+    }
     match read_driver(roots) {
         Ok(d) => out.push(Finding::ok(
             "driver version",
@@ -59,6 +64,35 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             ),
             "systemctl enable --now nvidia-persistenced",
         ));
+    }
+}
+
+/// WSL2: the GPU driver is Windows' own; what matters is `/dev/dxg` and a driver store.
+fn check_wsl(ctx: &Context, out: &mut Vec<Finding>) {
+    match read_wsl(&ctx.roots) {
+        Ok(Some(w)) => {
+            let version = w.store.version.as_deref().unwrap_or("version unknown");
+            out.push(Finding::ok(
+                "WSL2 driver",
+                format!(
+                    "{} c {}:{} and the NVIDIA driver store {} ({version}): containers get them in the jit-cdi and cdi modes (nvidia-ctk cdi generate --mode wsl)",
+                    w.dxg.path, w.dxg.major, w.dxg.minor, w.store.path
+                ),
+            ));
+            if !w.missing.is_empty() {
+                out.push(Finding::warn(
+                    "WSL2 driver store",
+                    format!("{} missing: CUDA may fail in containers", w.missing.join(", ")),
+                    "reinstall the NVIDIA driver on Windows",
+                ));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => out.push(Finding::fail(
+            "WSL2 driver",
+            format!("{e:#}: no container can use the GPU"),
+            "install the NVIDIA driver on Windows (WSL2 takes it from there; install no Linux driver in the distribution), then wsl --shutdown",
+        )),
     }
 }
 

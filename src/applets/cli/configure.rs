@@ -10,11 +10,13 @@ use anyhow::{Context, Result, anyhow, bail};
 use lexopt::prelude::*;
 
 use super::{Global, append, command_help, input_error, prepare_host, string};
+use crate::discover::Roots;
 use crate::discover::files::IpcOptions;
 use crate::discover::gated::Gated;
 use crate::discover::host::{HostQuery, read_host};
+use crate::discover::wsl::Wsl;
 use crate::live::{self, Target};
-use crate::plan::{CompatMode, Options, build_plan};
+use crate::plan::{CompatMode, Kind, Options, build_plan, build_wsl_plan};
 use crate::request::Caps;
 use crate::require::{DeviceFacts, HostFacts, check_requirements};
 use crate::select::{Selection, check_mig_all, select_devices};
@@ -154,6 +156,9 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
     };
     let needs_gpus = a.device.is_some() || a.mig_config.is_some() || a.mig_monitor.is_some();
     let (roots, known_gpus) = prepare_host(g)?;
+    if let Some(wsl) = super::list::wsl_host(&roots)? {
+        return configure_wsl(g, a, &wsl, &roots);
+    }
     let query = HostQuery {
         ldcache: g.ldcache.clone(),
         compat32: a.caps.contains(Caps::COMPAT32),
@@ -169,6 +174,9 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         imex_channels: imex,
         gated: a.gated.clone(),
         known_gpus,
+        // libnvidia-container mounts no graphics config files or DRM nodes; in legacy mode the
+        // runtime adds them to the spec, as upstream's graphics modifier does.
+        graphics: false,
     };
     let host = read_host(&roots, &query)?;
     let sel = match &a.device {
@@ -188,18 +196,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
     devices.extend(sel.migs.iter().map(|&(g, _)| device_facts(&host.gpus[g])));
     check_requirements(&a.require, &facts, &devices).context("requirement error")?;
 
-    let target = match a.pid {
-        Some(pid) => Target {
-            pid,
-            rootfs: a.rootfs.clone(),
-            supervised: true,
-        },
-        None => Target {
-            pid: nix::unistd::getppid().as_raw(),
-            rootfs: a.rootfs.clone(),
-            supervised: false,
-        },
-    };
+    let target = target_of(a);
     crate::privilege::enter(crate::privilege::Phase::Container);
     let want_compat = compute_libs && compat_mode != CompatMode::Disabled;
     let layout = live::probe_layout(&target.host_view(), want_compat)?;
@@ -210,6 +207,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         mig_config: mig_all && a.mig_config.is_some(),
         mig_monitor: mig_all && a.mig_monitor.is_some(),
         compat_mode,
+        graphics: false,
     };
     let plan = build_plan(&host, &sel, &opts, &layout)?;
     if a.dry_run {
@@ -221,6 +219,60 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         _ => None,
     };
     live::apply(&host, &plan, &target, ldconfig.as_ref())
+}
+
+/// WSL2: the driver store and `/usr/lib/wsl/lib` at their own paths, `/dev/dxg` when devices
+/// are asked for (any: the GPUs behind it cannot be told apart without NVML). Requirements on
+/// the CUDA or driver version are checked against the store's `.inf` version.
+fn configure_wsl(g: &Global, a: &ConfigureArgs, wsl: &Wsl, roots: &Roots) -> Result<()> {
+    let facts = HostFacts {
+        cuda: wsl
+            .store
+            .version
+            .as_deref()
+            .and_then(|v| v.split('.').next()?.parse().ok())
+            .and_then(crate::discover::tables::cuda_version_for_branch)
+            .map(|(x, y)| format!("{x}.{y}")),
+        driver: wsl.store.version.clone(),
+    };
+    check_requirements(&a.require, &facts, &[]).context("requirement error")?;
+    let opts = Options {
+        no_devbind: a.no_devbind,
+        no_cgroups: a.no_cgroups,
+        ..Options::default()
+    };
+    let mut plan = build_wsl_plan(wsl, &opts);
+    if a.device.is_none() {
+        plan.binds
+            .retain(|b| !matches!(b.kind, Kind::Device { .. }));
+        plan.cgroup.clear();
+    }
+    if a.dry_run {
+        crate::report::write_stdout(&plan.to_string())?;
+        return Ok(());
+    }
+    let target = target_of(a);
+    crate::privilege::enter(crate::privilege::Phase::Container);
+    let ldconfig = match super::config(g)?.nvbox.ldcache.as_deref() {
+        Some("ldconfig") => Some(live::ldconfig::prepare(&ldconfig_path(a, &target))?),
+        _ => None,
+    };
+    live::apply_from(roots, &plan, &target, ldconfig.as_ref())
+}
+
+fn target_of(a: &ConfigureArgs) -> Target {
+    match a.pid {
+        Some(pid) => Target {
+            pid,
+            rootfs: a.rootfs.clone(),
+            supervised: true,
+        },
+        None => Target {
+            pid: nix::unistd::getppid().as_raw(),
+            rootfs: a.rootfs.clone(),
+            supervised: false,
+        },
+    }
 }
 
 /// `--ldconfig`, else the image's `/sbin/ldconfig.real` if it has one (Ubuntu's `/sbin/ldconfig`
