@@ -507,3 +507,28 @@ fn thor_generate_names_both_gpus() {
         common::stderr(&auto)
     );
 }
+
+/// legacy mode (the prestart hook, and Docker's `--gpus`): the hook's `configure` reads the same
+/// CSV files and gives the same nodes, files, links and cache as csv mode.
+#[test]
+fn legacy_hook_gives_the_csv_files() {
+    if !rooted() || !have_prerequisites(&[RUNC, BUSYBOX]) {
+        return;
+    }
+    let host = orin();
+    let config = ShimConfig::mode(host, "legacy");
+    let mut bundle = Bundle::new(true);
+    bundle.script(PROBE);
+    bundle.env(&["NVIDIA_VISIBLE_DEVICES=all"]);
+    let run = run_shim(&mut bundle, &config.path, &[]);
+    assert!(run.created, "create: {}", run.create_stderr);
+    assert_orin_view(&run.stdout, host, false);
+    assert_cache(&bundle.rootfs);
+    assert!(
+        run.devices_list
+            .lines()
+            .any(|l| l.starts_with("c 497:1 rw")),
+        "device cgroup: {}",
+        run.devices_list
+    );
+}
