@@ -532,3 +532,28 @@ fn legacy_hook_gives_the_csv_files() {
         run.devices_list
     );
 }
+
+/// `nvbox doctor` on Orin checks the CSV files, not a kernel module it does not have.
+#[test]
+fn doctor_checks_the_csv_files() {
+    if !rooted() {
+        return;
+    }
+    let host = orin();
+    let out = command(nvbox())
+        .args(["doctor", "--config"])
+        .arg(&host.config)
+        .output()
+        .unwrap();
+    let report = text(&out.stdout);
+    let tegra = report
+        .lines()
+        .find(|l| l.contains("Tegra driver"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(tegra.starts_with("ok "), "{tegra}");
+    assert!(
+        tegra.contains("L4T R36.4, CUDA 12.6: 40 entries in 2 CSV file(s)"),
+        "{tegra}"
+    );
+    assert!(!report.contains("modprobe nvidia"), "{report}");
+}
