@@ -8,6 +8,7 @@ pub mod elf;
 pub mod files;
 pub mod gated;
 pub mod gpus;
+pub mod graphics;
 pub mod host;
 pub mod ldcache;
 pub mod root;

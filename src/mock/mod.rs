@@ -5,6 +5,7 @@
 mod driver_files;
 pub mod elf;
 mod gated;
+pub mod graphics;
 mod host;
 mod tegra;
 mod wsl;
@@ -107,6 +108,8 @@ pub struct Spec {
     pub mig: u32,
     /// Skip libraries/binaries/firmware/ld.so.cache (for hosts built from real driver packages).
     pub driver_files: bool,
+    /// A graphics host: DRM nodes, loader config files, X.Org modules, EGL platform libraries.
+    pub graphics: bool,
     /// The GPUDirect Storage, GDRCopy, MOFED and NVSwitch nodes of an HPC node.
     pub gated: bool,
     pub platform: Platform,
@@ -154,6 +157,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let mut platform = Platform::Dgpu;
     let mut mig = 0u32;
     let mut driver_files = true;
+    let mut graphics = false;
     let mut gated = false;
     while let Some(arg) = parser.next().map_err(flat)? {
         match arg {
@@ -165,6 +169,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
             Long("thor") => platform = Platform::Thor,
             Long("mig") => mig = parser.value()?.parse().map_err(flat)?,
             Long("no-driver-files") => driver_files = false,
+            Long("graphics") => graphics = true,
             Long("gated") => gated = true,
             Short('h') | Long("help") => {
                 print!("{HELP}");
@@ -208,6 +213,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         driver_version: version,
         mig,
         driver_files,
+        graphics,
         platform,
         gated,
     }))
@@ -260,6 +266,9 @@ pub fn write_host(spec: &Spec) -> Result<Vec<String>> {
     }
     if spec.driver_files {
         driver_files::write_driver_files(&spec, &gpus)?;
+    }
+    if spec.graphics {
+        graphics::write_graphics(&spec, &gpus, &mut notes)?;
     }
     Ok(notes)
 }
@@ -317,5 +326,9 @@ nvbox at it.
                            (0000:01:00.0) and a discrete GPU, /dev/nvidia0-2, the CSV files
   --no-driver-files        only the kernel side (procfs, sysfs, /dev): for a driver root
                            made from real driver packages
+  --graphics               a graphics host: nvidia-drm's card and render nodes per GPU
+                           (sysfs, /dev/dri, by-path links; a BMC holds card0), the Vulkan,
+                           EGL, GLVND and OpenCL loader files, nvoptix.bin, xorg.conf.d, the
+                           X.Org modules, nvidia-xconfig and the EGL platform libraries
   -h, --help               this help
 ";

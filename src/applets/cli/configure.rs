@@ -179,6 +179,9 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         imex_channels: imex,
         gated: a.gated.clone(),
         known_gpus,
+        // libnvidia-container mounts no graphics config files or DRM nodes; in legacy mode the
+        // runtime adds them to the spec, as upstream's graphics modifier does.
+        graphics: false,
     };
     let host = read_host(&roots, &query)?;
     let sel = match &a.device {
@@ -208,6 +211,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         mig_config: mig_all && a.mig_config.is_some(),
         mig_monitor: mig_all && a.mig_monitor.is_some(),
         compat_mode,
+        graphics: false,
     };
     let plan = build_plan(&host, &sel, &opts, &layout)?;
     if a.dry_run {

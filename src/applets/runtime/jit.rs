@@ -25,6 +25,7 @@ use crate::spec::generate::csv::{CsvOptions, generate_csv_spec, runtime_csv_file
 use crate::spec::generate::wsl::wsl_edits;
 use crate::spec::generate::{
     GenerateOptions, HookCommand, NameStrategy, edits_from_binds, edits_from_plan,
+    graphics_edits_from_plan,
 };
 use crate::spec::oci;
 
@@ -53,6 +54,7 @@ pub fn inject_jit(
         imex_channels: req.imex_channels.clone(),
         gated: req.gated.clone(),
         ipc: IpcOptions::default(),
+        graphics: true,
         ..HostQuery::default()
     };
     let host = read_host(&roots, &query)?;
@@ -69,6 +71,7 @@ pub fn inject_jit(
             .union(Caps::UTILITY)
             .union(Caps::VIDEO),
         compat_mode: CompatMode::Disabled,
+        graphics: true,
         ..Options::default()
     };
     let plan = plan::build_plan(&host, &sel, &opts, &layout)?;
@@ -81,6 +84,57 @@ pub fn inject_jit(
     edits.env.push("NVIDIA_VISIBLE_DEVICES=void".to_owned());
     cdi::apply_edits(spec, &edits)?;
     allow_extra_rules(spec, &plan, &edits)
+}
+
+/// legacy: what upstream's graphics modifier adds beside the prestart hook, for a container
+/// that asks for devices and the `graphics` or `display` capability: the graphics config files,
+/// EGL platform libraries, X.Org modules, the selected GPUs' DRM nodes and their links. The
+/// hook's libraries land in the same directory, so the loader cache is updated over it after the
+/// hook ran (createContainer follows prestart); upstream leaves that to libnvidia-container's
+/// ldconfig run. Returns whether the spec changed.
+pub fn inject_legacy_graphics(
+    spec: &mut Value,
+    cfg: &Config,
+    cfg_path: Option<&Path>,
+    req: &Request,
+    rootfs: &Path,
+) -> Result<bool> {
+    let wants = req.caps.contains(Caps::GRAPHICS) || req.caps.contains(Caps::DISPLAY);
+    let Some(ids) = req.device_spec().filter(|d| !d.is_empty()) else {
+        return Ok(false);
+    };
+    if !wants {
+        return Ok(false);
+    }
+    let g = Global {
+        config: Some(cfg.clone()),
+        ..Global::default()
+    };
+    let roots = cli::roots(&g)?;
+    let query = HostQuery {
+        ldcache: Some(cfg.cli.ldcache.clone()).filter(|l| !l.is_empty()),
+        gpus: true,
+        path_env: std::env::var("PATH").ok(),
+        graphics: true,
+        ..HostQuery::default()
+    };
+    let host = read_host(&roots, &query)?;
+    let sel = select_devices(&host.gpus, &ids).context("device error")?;
+    let layout = crate::live::probe_layout(rootfs, false)?;
+    let opts = Options {
+        caps: req.caps,
+        graphics: true,
+        ..Options::default()
+    };
+    let plan = plan::build_graphics_plan(&host, &sel, &opts, &layout);
+    let hook = hook_command(cfg_path)?;
+    let mut edits = graphics_edits_from_plan(&plan, &host.roots, &hook);
+    if edits.is_empty() {
+        return Ok(false);
+    }
+    combine_hooks(&mut edits, &hook);
+    cdi::apply_edits(spec, &edits)?;
+    Ok(true)
 }
 
 /// jit-cdi on WSL2: whatever GPUs are asked for, the container gets `/dev/dxg` and the driver

@@ -216,8 +216,11 @@ fn modify_bundle(scan: &args::Scan, cfg: &Config, cfg_path: Option<&Path>) -> Re
             if !req.is_gpu_container() {
                 return Ok(());
             }
+            let rootfs = oci::rootfs_of(&bundle, &file.value)?;
+            let graphics =
+                jit::inject_legacy_graphics(&mut file.value, cfg, cfg_path, &req, &rootfs)?;
             let hook = hook_path(cfg);
-            oci::add_prestart_hook(&mut file.value, &hook, cfg_path)?
+            oci::add_prestart_hook(&mut file.value, &hook, cfg_path)? || graphics
         }
         _ => {
             let removed = oci::remove_nvidia_hooks(&mut file.value);

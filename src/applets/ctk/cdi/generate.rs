@@ -239,6 +239,8 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
     let query = HostQuery {
         gpus: !management,
         path_env: Some(BIN_PATH.to_owned()),
+        // Management specs carry device nodes only (upstream pkg/nvcdi/management.go).
+        graphics: !management,
         ..HostQuery::default()
     };
     let host = read_host(&roots, &query).context("failed to create CDI library")?;
