@@ -351,6 +351,7 @@ fn configure_tegra(g: &Global, a: &ConfigureArgs, roots: &Roots) -> Result<()> {
         return Ok(());
     }
     let target = target_of(a);
+    crate::privilege::enter(crate::privilege::Phase::Container);
     let ldconfig = match cfg.nvbox.ldcache.as_deref() {
         Some("ldconfig") => Some(live::ldconfig::prepare(&ldconfig_path(a, &target))?),
         _ => None,
