@@ -392,7 +392,8 @@ fn newer_major(major: &str, version: &str) -> bool {
     major.parse::<u64>().is_ok_and(|m| m > host)
 }
 
-fn native_arch_flag() -> i32 {
+/// The loader-cache tag of this machine's native libraries.
+pub fn native_arch_flag() -> i32 {
     match std::env::consts::ARCH {
         "aarch64" => ldcache::FLAG_AARCH64_LIB64,
         "powerpc64" => ldcache::FLAG_POWERPC_LIB64,

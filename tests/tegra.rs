@@ -269,10 +269,15 @@ fn generate(host: &Host, extra: &[&str]) -> Value {
     args.extend_from_slice(extra);
     let out = ctk(host, &args);
     assert!(out.status.success(), "generate: {}", text(&out.stderr));
-    // The CSV names nodes of other Jetsons: skipped with a warning each, as upstream.
+    // Orin's CSV names nodes of other Jetsons: skipped with a warning each, as upstream.
+    let absent = if host.root.join("dev/nvmap").exists() {
+        2
+    } else {
+        0
+    };
     assert_eq!(
         text(&out.stderr).matches("could not locate device").count(),
-        2,
+        absent,
         "{}",
         text(&out.stderr)
     );
@@ -411,4 +416,144 @@ fn podman_runs_the_csv_spec() {
             "no libcuda.so.1 in the cache: {stdout}"
         );
     }
+}
+
+fn igx_thor() -> &'static Host {
+    shared_host(&["--thor"])
+}
+
+const THOR_DGPU: &str = "GPU-3f6b9c2e-1a7d-4e58-b0c4-9d8e7f6a5b43";
+
+/// IGX Thor (iGPU at 0000:01:00.0, a dGPU beside it) in csv mode: NVIDIA_VISIBLE_DEVICES picks
+/// the iGPU (its node and its display node /dev/nvidia2) or the dGPU (its node and the control
+/// nodes), as upstream's per-device CSV specs do.
+#[test]
+fn thor_csv_mode_picks_the_igpu_or_the_dgpu() {
+    if !rooted() || !have_prerequisites(&[RUNC, BUSYBOX]) {
+        return;
+    }
+    let host = igx_thor();
+    let config = ShimConfig::mode(host, "csv");
+    let all = "/dev/host1x-fence /dev/nvidia-modeset /dev/nvidia-uvm /dev/nvidia-uvm-tools";
+    for (visible, want) in [
+        (
+            "0",
+            format!("{all} /dev/nvidia0 /dev/nvidia2 /dev/nvidiactl"),
+        ),
+        ("1", format!("{all} /dev/nvidia1 /dev/nvidiactl")),
+        (THOR_DGPU, format!("{all} /dev/nvidia1 /dev/nvidiactl")),
+        (
+            "all",
+            format!("{all} /dev/nvidia0 /dev/nvidia1 /dev/nvidia2 /dev/nvidiactl"),
+        ),
+    ] {
+        let mut bundle = Bundle::new(true);
+        bundle.script("echo NODES $(ls /dev/nvidia* /dev/host1x-fence | sort)");
+        let env = format!("NVIDIA_VISIBLE_DEVICES={visible}");
+        bundle.env(&[&env]);
+        let run = run_shim(&mut bundle, &config.path, &[]);
+        assert!(run.created, "{visible}: create: {}", run.create_stderr);
+        let mut got: Vec<&str> = line(&run.stdout, "NODES").split(' ').collect();
+        got.sort();
+        let mut want: Vec<&str> = want.split(' ').collect();
+        want.sort();
+        assert_eq!(got, want, "{visible}");
+        let args = hook_args(&run.config_after);
+        assert!(
+            args.contains(&"--host-cuda-version=13.0".to_owned()),
+            "{args:?}"
+        );
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.starts_with("--cuda-compat-container-root")),
+            "compat_orin is Orin's only: {args:?}"
+        );
+    }
+}
+
+/// On IGX Thor `auto` is not csv (a discrete GPU is listed), and `--mode csv` names both GPUs by
+/// index and UUID.
+#[test]
+fn thor_generate_names_both_gpus() {
+    if !rooted() {
+        return;
+    }
+    let host = igx_thor();
+    let spec = generate(host, &["--mode", "csv"]);
+    let mut names: Vec<&str> = spec["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "0",
+            "1",
+            THOR_DGPU,
+            "GPU-8a1e0a4b-5d0c-4f3e-9b7a-6c2d1e0f3a41",
+            "all"
+        ]
+    );
+    // auto took the driver path (this mock has no ld.so.cache for it), not csv.
+    let auto = ctk(host, &["cdi", "generate"]);
+    assert!(!auto.status.success());
+    assert!(
+        common::stderr(&auto).contains("/etc/ld.so.cache"),
+        "{}",
+        common::stderr(&auto)
+    );
+}
+
+/// legacy mode (the prestart hook, and Docker's `--gpus`): the hook's `configure` reads the same
+/// CSV files and gives the same nodes, files, links and cache as csv mode.
+#[test]
+fn legacy_hook_gives_the_csv_files() {
+    if !rooted() || !have_prerequisites(&[RUNC, BUSYBOX]) {
+        return;
+    }
+    let host = orin();
+    let config = ShimConfig::mode(host, "legacy");
+    let mut bundle = Bundle::new(true);
+    bundle.script(PROBE);
+    bundle.env(&["NVIDIA_VISIBLE_DEVICES=all"]);
+    let run = run_shim(&mut bundle, &config.path, &[]);
+    assert!(run.created, "create: {}", run.create_stderr);
+    assert_orin_view(&run.stdout, host, false);
+    assert_cache(&bundle.rootfs);
+    assert!(
+        run.devices_list
+            .lines()
+            .any(|l| l.starts_with("c 497:1 rw")),
+        "device cgroup: {}",
+        run.devices_list
+    );
+}
+
+/// `nvbox doctor` on Orin checks the CSV files, not a kernel module it does not have.
+#[test]
+fn doctor_checks_the_csv_files() {
+    if !rooted() {
+        return;
+    }
+    let host = orin();
+    let out = command(nvbox())
+        .args(["doctor", "--config"])
+        .arg(&host.config)
+        .output()
+        .unwrap();
+    let report = text(&out.stdout);
+    let tegra = report
+        .lines()
+        .find(|l| l.contains("Tegra driver"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(tegra.starts_with("ok "), "{tegra}");
+    assert!(
+        tegra.contains("L4T R36.4, CUDA 12.6: 40 entries in 2 CSV file(s)"),
+        "{tegra}"
+    );
+    assert!(!report.contains("modprobe nvidia"), "{report}");
 }

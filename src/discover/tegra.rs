@@ -70,6 +70,14 @@ pub fn read_tegra(roots: &Roots) -> Tegra {
     }
 }
 
+/// The DT_SONAME of a library file on the host (its name when it has none); `None` when it is
+/// not an ELF object. Only the head is read.
+pub fn soname_of(path: &std::path::Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    let name = path.file_name()?.to_str()?;
+    super::wsl::read_soname(file.into(), name)
+}
+
 /// `# R36 (release), REVISION: 4.0, GCID: …` → (36, 4).
 pub fn parse_release(text: &str) -> Option<(u32, u32)> {
     let line = text

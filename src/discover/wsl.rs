@@ -258,7 +258,7 @@ fn wsl_file(f: Found) -> WslFile {
 
 /// The DT_SONAME of a shared object (its name when it has none); `None` when not ELF. Only the
 /// head is read: the dynamic section of a driver library lies in its first megabyte.
-fn read_soname(fd: OwnedFd, name: &str) -> Option<String> {
+pub fn read_soname(fd: OwnedFd, name: &str) -> Option<String> {
     let mut head = Vec::with_capacity(1 << 20);
     std::fs::File::from(fd)
         .take(1 << 20)

@@ -122,6 +122,7 @@ pub enum Platform {
     Dgpu,
     Wsl,
     Tegra,
+    Thor,
 }
 
 pub const DEFAULT_DRIVER_VERSION: &str = "535.104.05";
@@ -165,6 +166,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
             Long("driver-version") => version = Some(parser.value()?.string()?),
             Long("wsl") => platform = Platform::Wsl,
             Long("tegra") => platform = Platform::Tegra,
+            Long("thor") => platform = Platform::Thor,
             Long("mig") => mig = parser.value()?.parse().map_err(flat)?,
             Long("no-driver-files") => driver_files = false,
             Long("graphics") => graphics = true,
@@ -185,6 +187,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let version = version.unwrap_or_else(|| match platform {
         Platform::Wsl => wsl::DEFAULT_WSL_DRIVER_VERSION.to_owned(),
         Platform::Tegra => tegra::DEFAULT_TEGRA_DRIVER_VERSION.to_owned(),
+        Platform::Thor => tegra::DEFAULT_THOR_DRIVER_VERSION.to_owned(),
         Platform::Dgpu => DEFAULT_DRIVER_VERSION.to_owned(),
     });
     if gpus > 64 {
@@ -244,6 +247,10 @@ pub fn write_host(spec: &Spec) -> Result<Vec<String>> {
             wsl::write_wsl_host(&spec, &mut notes)?;
             return Ok(notes);
         }
+        Platform::Thor => {
+            tegra::write_thor_host(&spec, &mut notes)?;
+            return Ok(notes);
+        }
         Platform::Tegra => {
             tegra::write_tegra_host(&spec, &mut notes)?;
             return Ok(notes);
@@ -275,6 +282,7 @@ pub fn config_snippet(spec: &Spec) -> String {
         match spec.platform {
             Platform::Wsl => "WSL2 (GPUs behind /dev/dxg)".to_owned(),
             Platform::Tegra => "Jetson AGX Orin, L4T R36.4.0 (integrated GPU)".to_owned(),
+            Platform::Thor => "IGX Thor, L4T R38.2.0 (integrated GPU and a dGPU)".to_owned(),
             Platform::Dgpu => format!("{} x {}", spec.gpus, spec.model.name),
         },
         spec.driver_version,
@@ -284,7 +292,7 @@ pub fn config_snippet(spec: &Spec) -> String {
             String::new()
         },
         match spec.platform {
-            Platform::Tegra => tegra::config_lines(&dir),
+            Platform::Tegra | Platform::Thor => tegra::config_lines(&dir),
             _ => String::new(),
         },
     )
@@ -314,6 +322,8 @@ nvbox at it.
   --gated                  also the nodes of GPUDirect Storage (/dev/nvidia-fs*), GDRCopy
                            (/dev/gdrdrv), MOFED (/dev/infiniband/*) and NVSwitch
                            (/dev/nvidia-nvswitch*), /etc/cufile.json and /run/udev
+  --thor                   an IGX Thor instead: the OpenRM driver's procfs listing the iGPU
+                           (0000:01:00.0) and a discrete GPU, /dev/nvidia0-2, the CSV files
   --no-driver-files        only the kernel side (procfs, sysfs, /dev): for a driver root
                            made from real driver packages
   --graphics               a graphics host: nvidia-drm's card and render nodes per GPU

@@ -20,6 +20,9 @@ use super::host::write;
 pub const CSV_DIR: &str = "/etc/nvidia-container-runtime/host-files-for-container.d";
 pub const LIB_DIR: &str = "/usr/lib/aarch64-linux-gnu/nvidia";
 pub const DEFAULT_TEGRA_DRIVER_VERSION: &str = "540.4.0";
+pub const DEFAULT_THOR_DRIVER_VERSION: &str = "580.00";
+const NVIDIA_MAJOR: u64 = 195;
+const UVM_MAJOR: u64 = 511;
 const NVGPU_MAJOR: u64 = 497;
 const HOST1X_MAJOR: u64 = 496;
 const MISC_MAJOR: u64 = 10;
@@ -87,6 +90,92 @@ const ABSENT_NODES: &[&str] = &["/dev/nvhost-nvdec1", "/dev/nvhost-ctrl-pva1"];
 pub fn write_tegra_host(spec: &Spec, notes: &mut Vec<String>) -> Result<()> {
     let dir = &spec.dir;
     let v = &spec.driver_version;
+    write_libraries(dir, v)?;
+    write_nodes(dir, NODES, notes)?;
+    let mut devices = String::new();
+    for (name, _, _) in NODES {
+        devices.push_str(&format!("dev, /dev/{name}\n"));
+    }
+    for name in ABSENT_NODES {
+        devices.push_str(&format!("dev, {name}\n"));
+    }
+    write_csv(dir, v, &devices)
+}
+
+/// IGX Thor: OpenRM lists the integrated GPU (always at 0000:01:00.0) and a discrete RTX card in
+/// procfs; `/dev/nvidia2` is the iGPU's display node; the CSV names the GPU and control nodes.
+pub fn write_thor_host(spec: &Spec, notes: &mut Vec<String>) -> Result<()> {
+    let dir = &spec.dir;
+    let v = &spec.driver_version;
+    write_libraries(dir, v)?;
+    write(
+        &dir.join("etc/nv_tegra_release"),
+        "# R38 (release), REVISION: 2.0, GCID: 41844464, BOARD: generic, EABI: aarch64, DATE: Fri Aug 22 00:00:00 UTC 2025\n# KERNEL_VARIANT: oot\n",
+    )?;
+    write(&dir.join("sys/devices/soc0/soc_id"), "38\n")?;
+    write(
+        &dir.join("sys/devices/soc0/machine"),
+        "NVIDIA IGX Thor Developer Kit\n",
+    )?;
+    let nv = dir.join("proc/driver/nvidia");
+    write(
+        &nv.join("version"),
+        format!(
+            "NVRM version: NVIDIA UNIX Open Kernel Module for aarch64  {v}  Release Build  (dvs-builder@U22-I3-AM02-11-1)  Thu Aug 14 00:00:00 UTC 2025\nGCC version:  gcc version 13.2.0 (Ubuntu 13.2.0-23ubuntu4)\n"
+        ),
+    )?;
+    for (bus, minor, model, uuid) in THOR_GPUS {
+        write(
+            &nv.join("gpus").join(bus).join("information"),
+            format!(
+                "Model: \t\t {model}\nIRQ:   \t\t 0\nGPU UUID: \t {uuid}\nVideo BIOS: \t ??.??.??.??.??\nBus Type: \t PCIe\nDMA Size: \t 40 bits\nDMA Mask: \t 0xffffffffff\nBus Location: \t {bus}\nDevice Minor: \t {minor}\nGPU Excluded:\t No\n"
+            ),
+        )?;
+    }
+    write(
+        &dir.join("proc/devices"),
+        format!(
+            "Character devices:\n  1 mem\n 10 misc\n{NVIDIA_MAJOR} nvidia-frontend\n{NVIDIA_MAJOR} nvidia\n{NVIDIA_MAJOR} nvidia-modeset\n{HOST1X_MAJOR} host1x-fence\n{UVM_MAJOR} nvidia-uvm\n\nBlock devices:\n259 blkext\n"
+        ),
+    )?;
+    write_nodes(dir, THOR_NODES, notes)?;
+    let mut devices = String::new();
+    for (name, _, _) in THOR_NODES {
+        devices.push_str(&format!("dev, /dev/{name}\n"));
+    }
+    write_csv(dir, v, &devices)
+}
+
+/// (bus, minor, model, UUID): the iGPU first (NVML index 0), the dGPU second.
+pub const THOR_GPUS: &[(&str, u32, &str, &str)] = &[
+    (
+        "0000:01:00.0",
+        0,
+        "NVIDIA Thor",
+        "GPU-8a1e0a4b-5d0c-4f3e-9b7a-6c2d1e0f3a41",
+    ),
+    (
+        "0000:09:00.0",
+        1,
+        "NVIDIA RTX 6000 Ada Generation",
+        "GPU-3f6b9c2e-1a7d-4e58-b0c4-9d8e7f6a5b43",
+    ),
+];
+
+const THOR_NODES: &[(&str, u64, u64)] = &[
+    ("nvidia0", NVIDIA_MAJOR, 0),
+    ("nvidia1", NVIDIA_MAJOR, 1),
+    ("nvidia2", NVIDIA_MAJOR, 2),
+    ("nvidiactl", NVIDIA_MAJOR, 255),
+    ("nvidia-modeset", NVIDIA_MAJOR, 254),
+    ("nvidia-uvm", UVM_MAJOR, 0),
+    ("nvidia-uvm-tools", UVM_MAJOR, 1),
+    ("host1x-fence", HOST1X_MAJOR, 0),
+];
+
+/// What both boards share: the L4T release (Orin's; Thor overwrites it), the SoC, the tegra
+/// libraries with their links, firmware and the Vulkan ICD.
+fn write_libraries(dir: &Path, v: &str) -> Result<()> {
     write(
         &dir.join("etc/nv_tegra_release"),
         "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13 04:36:44 UTC 2024\n# KERNEL_VARIANT: oot\nTARGET_USERSPACE_LIB_DIR=nvidia\nTARGET_USERSPACE_LIB_DIR_PATH=usr/lib/aarch64-linux-gnu/nvidia\n",
@@ -127,13 +216,12 @@ pub fn write_tegra_host(spec: &Spec, notes: &mut Vec<String>) -> Result<()> {
     let fw = dir.join("usr/lib/firmware/tegra23x");
     write(&fw.join("nvhost_nvdec050.fw"), vec![0u8; 4096])?;
     write(&dir.join("etc/vulkan/icd.d/nvidia_icd.json"), ICD)?;
-    write_nodes(dir, notes)?;
-    write_csv(dir, v)
+    Ok(())
 }
 
-fn write_nodes(dir: &Path, notes: &mut Vec<String>) -> Result<()> {
+fn write_nodes(dir: &Path, nodes: &[(&str, u64, u64)], notes: &mut Vec<String>) -> Result<()> {
     let mut denied = 0;
-    for (name, major, minor) in NODES {
+    for (name, major, minor) in nodes {
         let path = dir.join("dev").join(name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
@@ -157,15 +245,8 @@ fn write_nodes(dir: &Path, notes: &mut Vec<String>) -> Result<()> {
 }
 
 /// devices.csv and drivers.csv as JetPack 6 lays them out (l4t.csv went away in JetPack 5).
-fn write_csv(dir: &Path, v: &str) -> Result<()> {
+fn write_csv(dir: &Path, v: &str, devices: &str) -> Result<()> {
     let csv = dir.join(&CSV_DIR[1..]);
-    let mut devices = String::new();
-    for (name, _, _) in NODES {
-        devices.push_str(&format!("dev, /dev/{name}\n"));
-    }
-    for name in ABSENT_NODES {
-        devices.push_str(&format!("dev, {name}\n"));
-    }
     write(&csv.join("devices.csv"), devices)?;
     let mut drivers = String::new();
     for (file, _, _) in LIBRARIES {

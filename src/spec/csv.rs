@@ -379,7 +379,9 @@ fn resolve_chain(root: &RootDir, driver_root: &Path, path: &str) -> Result<Optio
             return Ok(None);
         };
         if !meta.file_type().is_symlink() {
-            return Ok(Some((here, chain)));
+            // Never a FIFO, socket or device node planted under a library's name.
+            let plain = meta.file_type().is_file() || meta.file_type().is_dir();
+            return Ok(plain.then_some((here, chain)));
         }
         let target = std::fs::read_link(&host)?.to_string_lossy().into_owned();
         let next = if target.starts_with('/') {
