@@ -367,11 +367,12 @@ fn version_key(name: &str) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-/// The DT_SONAME of a small library (EGL platform libraries are tens of KiB).
+/// The DT_SONAME of a small library (EGL platform libraries are tens of KiB; at most 1 MiB is
+/// read, and a soname past it falls back to the name's major version).
 fn read_soname(found: super::root::Found) -> Option<String> {
     let mut data = Vec::new();
     std::fs::File::from(found.fd)
-        .take(4 << 20)
+        .take(1 << 20)
         .read_to_end(&mut data)
         .ok()?;
     read_elf(&data).ok()?.soname
