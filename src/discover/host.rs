@@ -27,6 +27,9 @@ pub struct HostQuery {
     /// `CUDA_MPS_PIPE_DIRECTORY` of the caller.
     pub mps_dir: Option<String>,
     pub imex_channels: Vec<u32>,
+    /// Upstream's CDI file set (jit-cdi, `cdi generate`) instead of libnvidia-container's: see
+    /// [`files::select_cdi_libraries`] and [`super::tables::CDI_BINARIES`].
+    pub cdi_files: bool,
     /// GPUs the caller has already read (`--load-kmods`), used instead of reading them again.
     pub known_gpus: Option<Vec<Gpu>>,
 }
@@ -86,7 +89,25 @@ pub fn read_host(roots: &Roots, q: &HostQuery) -> Result<Host> {
     } else {
         Vec::new()
     };
-    let bins = files::find_binaries(&root, q.path_env.as_deref(), q.ipc.no_mps)
+    let mut libs = libs;
+    if q.cdi_files {
+        let mut dirs: Vec<&str> = Vec::new();
+        for l in &libs {
+            let dir = l.path.rsplit_once('/').map_or("", |(d, _)| d);
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        let more = files::select_cdi_libraries(&root, &cache, &driver.version, &dirs, &libs)
+            .context("detection error")?;
+        libs.extend(more);
+    }
+    let table = if q.cdi_files {
+        super::tables::CDI_BINARIES
+    } else {
+        super::tables::BINARIES
+    };
+    let bins = files::find_binaries_of(table, &root, q.path_env.as_deref(), q.ipc.no_mps)
         .context("detection error")?;
     let ipcs = files::find_ipcs(&root, q.ipc, q.mps_dir.as_deref());
     let firmwares = if q.no_gsp_firmware {

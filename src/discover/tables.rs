@@ -69,6 +69,22 @@ pub const BINARIES: &[(&str, Group)] = &[
     ("nvidia-cuda-mps-server", Group::Compute),
 ];
 
+/// The binaries of upstream's CDI specs (nvidia-container-toolkit pkg/nvcdi/driver-nvml.go
+/// `newDriverBinariesDiscoverer`): the IMEX daemon and its control tool, no fabric manager.
+pub const CDI_BINARIES: &[(&str, Group)] = &[
+    ("nvidia-smi", Group::Utility),
+    ("nvidia-debugdump", Group::Utility),
+    ("nvidia-persistenced", Group::Utility),
+    ("nvidia-cuda-mps-control", Group::Compute),
+    ("nvidia-cuda-mps-server", Group::Compute),
+    ("nvidia-imex", Group::Utility),
+    ("nvidia-imex-ctl", Group::Utility),
+];
+
+/// Libraries upstream's CDI specs add whatever their version (driver-nvml.go
+/// `getLegacyNVVMLibraryMounts`): the NVVM 7.0 compiler ships as `.so.4`.
+pub const CDI_ANY_VERSION_LIBRARIES: &[&str] = &["libnvidia-nvvm70.so."];
+
 /// IPC endpoints (reference §3.3), resolved in the driver root. The MPS pipe directory is taken
 /// from `CUDA_MPS_PIPE_DIRECTORY` when set.
 pub const PERSISTENCED_SOCKET: &str = "/var/run/nvidia-persistenced/socket";

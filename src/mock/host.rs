@@ -238,9 +238,11 @@ pub fn write_dev(spec: &Spec, gpus: &[MockGpu], notes: &mut Vec<String>) -> Resu
             makedev(u64::from(*major), u64::from(*minor)),
         ) {
             Ok(()) => {
-                // mknod's mode is cut by the umask; the driver makes its nodes 0666.
+                // mknod's mode is cut by the umask; the driver sets mode and group itself.
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+                std::os::unix::fs::chown(&path, None, Some(spec.dev_group))
+                    .with_context(|| format!("chown {}", path.display()))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(spec.dev_mode))?;
             }
             Err(Errno::EPERM | Errno::EACCES) => denied += 1,
             Err(e) => return Err(e).with_context(|| format!("mknod {}", path.display())),

@@ -104,6 +104,13 @@ pub struct Spec {
     pub mig: u32,
     /// Skip libraries/binaries/firmware/ld.so.cache (for hosts built from real driver packages).
     pub driver_files: bool,
+    /// Mode and group of the device nodes: the driver's 0666 root, or e.g. 0660 video (44)
+    /// as `NVreg_DeviceFileMode`/`NVreg_DeviceFileGID` make them on hardened hosts.
+    pub dev_mode: u32,
+    pub dev_group: u32,
+    /// `/var/run` as a link to `/run` (every modern distribution); without it the IPC
+    /// sockets are only under `/run`.
+    pub var_run_link: bool,
 }
 
 pub const DEFAULT_DRIVER_VERSION: &str = "535.104.05";
@@ -137,6 +144,9 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let mut version = DEFAULT_DRIVER_VERSION.to_string();
     let mut mig = 0u32;
     let mut driver_files = true;
+    let mut dev_mode = 0o666;
+    let mut dev_group = 0;
+    let mut var_run_link = true;
     while let Some(arg) = parser.next().map_err(flat)? {
         match arg {
             Long("gpus") => gpus = parser.value()?.parse().map_err(flat)?,
@@ -144,6 +154,17 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
             Long("driver-version") => version = parser.value()?.string()?,
             Long("mig") => mig = parser.value()?.parse().map_err(flat)?,
             Long("no-driver-files") => driver_files = false,
+            Long("dev-mode") => {
+                let v = parser.value()?.string()?;
+                dev_mode = u32::from_str_radix(&v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| {
+                        anyhow!("--dev-mode {v:?}: expected octal permissions like 0660")
+                    })?;
+            }
+            Long("dev-group") => dev_group = parser.value()?.parse().map_err(flat)?,
+            Long("no-var-run-link") => var_run_link = false,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -180,6 +201,9 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         driver_version: version,
         mig,
         driver_files,
+        dev_mode,
+        dev_group,
+        var_run_link,
     }))
 }
 
@@ -252,5 +276,8 @@ nvbox at it.
                            on every GPU (MIG-capable models only)
   --no-driver-files        only the kernel side (procfs, sysfs, /dev): for a driver root
                            made from real driver packages
+  --dev-mode MODE          octal mode of the device nodes (default 0666, the driver's)
+  --dev-group GID          group of the device nodes (default 0; 44 is video on Debian)
+  --no-var-run-link        no /var/run -> /run link: IPC sockets only under /run
   -h, --help               this help
 ";

@@ -15,6 +15,7 @@ use crate::plan::{self, Bind, CompatMode, Kind, Layout, Options, Plan, Root};
 use crate::request::Caps;
 use crate::select::Selection;
 use crate::spec::cdi::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec, minimum_version};
+use crate::spec::features::Features;
 
 mod devices;
 
@@ -173,6 +174,7 @@ pub struct GenerateOptions {
     pub enabled_hooks: Vec<String>,
     pub hook: HookCommand,
     pub ldconfig_path: Option<String>,
+    pub features: Features,
 }
 
 impl GenerateOptions {
@@ -220,6 +222,16 @@ pub fn generate_spec(host: &Host, o: &GenerateOptions) -> Result<Spec> {
             ..Device::default()
         });
         common.device_nodes.clear();
+    } else if o.device_ids.iter().any(|d| d == "none") {
+        // Upstream's driver-only device. A CDI device needs an edit, so it carries a marker.
+        devices.push(Device {
+            name: "none".to_owned(),
+            container_edits: ContainerEdits {
+                env: vec!["NVCT_EMPTY_DEVICE=".to_owned()],
+                ..ContainerEdits::default()
+            },
+            ..Device::default()
+        });
     } else {
         devices = gpu_devices(host, o)?;
         if !o.no_all_device && !devices.is_empty() && !devices.iter().any(|d| d.name == "all") {
@@ -240,7 +252,7 @@ pub fn generate_spec(host: &Host, o: &GenerateOptions) -> Result<Spec> {
         for m in &mut e.mounts {
             m.r#type = None;
         }
-        finish_nodes(e);
+        finish_nodes(e, o.features.no_additional_gids);
     }
     tidy(&mut common, &mut devices);
     let mut spec = Spec {
@@ -398,8 +410,9 @@ fn chmod_args(path: &str) -> Vec<String> {
 
 /// Upstream's node fields: the type is left to the engine, mode and a non-root group come from
 /// the host node, nodes that do not exist are dropped; a group that the node's mode does not
-/// already open to everyone becomes an additional GID.
-fn finish_nodes(e: &mut ContainerEdits) {
+/// already open to everyone becomes an additional GID, unless `no_gids`
+/// (`no-additional-gids-for-device-nodes`).
+pub fn finish_nodes(e: &mut ContainerEdits, no_gids: bool) {
     let mut gids = Vec::new();
     e.device_nodes.retain_mut(|n| {
         let host = n.host_path.clone().unwrap_or_else(|| n.path.clone());
@@ -410,7 +423,7 @@ fn finish_nodes(e: &mut ContainerEdits) {
         n.file_mode = Some(m.mode() & 0o777);
         n.permissions = Some("rwm".to_owned());
         n.gid = (m.gid() != 0).then_some(m.gid());
-        if m.gid() != 0 && m.mode() & 0o006 != 0o006 {
+        if !no_gids && m.gid() != 0 && m.mode() & 0o006 != 0o006 {
             gids.push(m.gid());
         }
         true

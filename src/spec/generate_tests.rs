@@ -23,6 +23,9 @@ fn mock_host(tag: &str, gpus: usize, mig: u32) -> (MockHost, Host) {
         driver_version: mock::DEFAULT_DRIVER_VERSION.to_owned(),
         mig,
         driver_files: true,
+        dev_mode: 0o666,
+        dev_group: 0,
+        var_run_link: true,
     };
     mock::write_host(&spec).unwrap();
     let roots = Roots::new(Some(&dir), Some(&dir), Some(&dir), Some(&dir));
@@ -47,6 +50,7 @@ fn options() -> GenerateOptions {
         enabled_hooks: Vec::new(),
         hook: HookCommand::new("/usr/bin/nvidia-cdi-hook".to_owned(), Vec::new()),
         ldconfig_path: None,
+        features: Features::default(),
     }
 }
 

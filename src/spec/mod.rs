@@ -3,5 +3,6 @@
 
 pub mod cdi;
 pub mod csv;
+pub mod features;
 pub mod generate;
 pub mod oci;

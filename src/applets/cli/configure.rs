@@ -160,6 +160,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         path_env: std::env::var("PATH").ok(),
         mps_dir: std::env::var("CUDA_MPS_PIPE_DIRECTORY").ok(),
         imex_channels: imex,
+        cdi_files: false,
         known_gpus,
     };
     let host = read_host(&roots, &query)?;

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
 use crate::applets::cli::{self, Global};
@@ -17,7 +17,8 @@ use crate::plan::{self, CompatMode, Options, Plan};
 use crate::request::{Caps, Devices, Request};
 use crate::select::select_devices;
 use crate::spec::cdi::{self, ContainerEdits};
-use crate::spec::generate::{HookCommand, edits_from_plan};
+use crate::spec::features::Features;
+use crate::spec::generate::{HookCommand, edits_from_plan, finish_nodes};
 use crate::spec::oci;
 
 /// jit-cdi: discover, plan, and write the plan into the spec.
@@ -41,9 +42,18 @@ pub fn inject_jit(
         mps_dir: std::env::var("CUDA_MPS_PIPE_DIRECTORY").ok(),
         imex_channels: req.imex_channels.clone(),
         ipc: IpcOptions::default(),
+        cdi_files: true,
         ..HostQuery::default()
     };
-    let host = read_host(&roots, &query)?;
+    let jit = &cfg.runtime.modes.jit_cdi;
+    let features = Features::parse(jit.nvcdi_feature_flags.as_deref().unwrap_or_default())
+        .context("[nvidia-container-runtime.modes.jit-cdi] nvcdi-feature-flags")?;
+    let disabled = jit.nvcdi_disable_hooks.clone().unwrap_or_default();
+    check_hook_names(&disabled)?;
+    let mut host = read_host(&roots, &query)?;
+    if features.no_ipc {
+        host.ipcs.clear();
+    }
     let spec_ids = req.device_spec().unwrap_or_default();
     let sel = select_devices(&host.gpus, &spec_ids).context("device error")?;
     let layout = crate::live::probe_layout(rootfs, false)?;
@@ -65,7 +75,31 @@ pub fn inject_jit(
     let compat = (compute && compat_mode(cfg) != CompatMode::Disabled)
         .then_some(host.driver.version.as_str());
     let mut edits = edits_from_plan(&plan, &host.roots, &hook, compat);
+    // Upstream's jit specs keep each host node's mode and group (§ internal/edits/device.go).
+    let no_gids = features.no_additional_gids
+        || cfg.features.no_additional_gids_for_device_nodes == Some(true);
+    finish_nodes(&mut edits, no_gids);
+    edits
+        .hooks
+        .push(hook.make("update-application-profile", &[]));
+    edits.hooks.retain(|h| {
+        let name = h.args.get(1).map(String::as_str).unwrap_or("");
+        !disabled.iter().any(|d| d == "all" || d == name)
+    });
     combine_hooks(&mut edits, &hook);
+    // Where the libraries are in this container (the image's library directory, not the
+    // host's: see README "Compatibility").
+    let mut lib_dirs: Vec<&str> = Vec::new();
+    for c in &plan.cache {
+        if !lib_dirs.contains(&c.dir.as_str()) {
+            lib_dirs.push(&c.dir);
+        }
+    }
+    if !lib_dirs.is_empty() {
+        edits
+            .env
+            .push(format!("NVIDIA_CTK_LIBCUDA_DIR={}", lib_dirs.join(":")));
+    }
     edits.env.push("NVIDIA_VISIBLE_DEVICES=void".to_owned());
     cdi::apply_edits(spec, &edits)?;
     allow_extra_rules(spec, &plan, &edits)
@@ -80,6 +114,7 @@ fn combine_hooks(edits: &mut ContainerEdits, hook: &HookCommand) {
         "enable-cuda-compat",
         "disable-device-node-modification",
         "update-ldcache",
+        "update-application-profile",
     ];
     let mut args: Vec<String> = Vec::new();
     edits.hooks.retain(|h| {
@@ -92,8 +127,11 @@ fn combine_hooks(edits: &mut ContainerEdits, hook: &HookCommand) {
         let name = h.args.get(at).map(String::as_str).unwrap_or("");
         let ours = h.path == hook.path && OURS.contains(&name);
         if ours {
-            if name == "disable-device-node-modification" {
-                args.push("--disable-device-node-modification".to_owned());
+            if matches!(
+                name,
+                "disable-device-node-modification" | "update-application-profile"
+            ) {
+                args.push(format!("--{name}"));
             }
             args.extend(h.args.iter().skip(at + 1).cloned());
         }
@@ -202,6 +240,60 @@ pub fn inject_csv(spec: &mut Value, cfg: &Config, all_files: bool) -> Result<()>
         edits.hooks.push(hook.make("update-ldcache", &args));
     }
     cdi::apply_edits(spec, &edits)
+}
+
+/// Legacy mode with `cuda-compat-mode = "hook"`: the prestart hook leaves the image's compat
+/// libraries alone and these createContainer hooks enable them, then rebuild the loader cache
+/// (upstream's gated modifier). `features.disable-cuda-compat-lib-hook` turns them off.
+pub fn add_legacy_compat_hooks(
+    spec: &mut Value,
+    cfg: &Config,
+    cfg_path: Option<&Path>,
+) -> Result<bool> {
+    if cfg.runtime.mode != "legacy"
+        || cfg.runtime.modes.legacy.cuda_compat_mode != "hook"
+        || cfg.features.disable_cuda_compat_lib_hook == Some(true)
+    {
+        return Ok(false);
+    }
+    let g = Global {
+        config: Some(cfg.clone()),
+        ..Global::default()
+    };
+    let driver = crate::discover::driver::read_driver(&cli::roots(&g)?)?;
+    let hook = hook_command(cfg_path)?;
+    let edits = ContainerEdits {
+        hooks: vec![
+            hook.make(
+                "enable-cuda-compat",
+                &[format!("--host-driver-version={}", driver.version)],
+            ),
+            hook.make("update-ldcache", &[]),
+        ],
+        ..ContainerEdits::default()
+    };
+    cdi::apply_edits(spec, &edits)?;
+    Ok(true)
+}
+
+/// `nvcdi-disable-hooks` names upstream's hooks (or `all`); a name no hook has is a typo that
+/// would otherwise disable nothing.
+fn check_hook_names(names: &[String]) -> Result<()> {
+    const HOOKS: &[&str] = &[
+        "all",
+        "chmod",
+        "create-symlinks",
+        "disable-device-node-modification",
+        "enable-cuda-compat",
+        "update-application-profile",
+        "update-ldcache",
+    ];
+    match names.iter().find(|n| !HOOKS.contains(&n.as_str())) {
+        Some(n) => bail!(
+            "[nvidia-container-runtime.modes.jit-cdi] nvcdi-disable-hooks: unknown hook {n:?}"
+        ),
+        None => Ok(()),
+    }
 }
 
 fn compat_mode(cfg: &Config) -> CompatMode {

@@ -13,6 +13,7 @@ use crate::applets::ctk::Global;
 use crate::discover::Roots;
 use crate::discover::host::{HostQuery, read_host};
 use crate::spec::cdi::parse_qualified_name;
+use crate::spec::features::Features;
 use crate::spec::generate::{GenerateOptions, HookCommand, NameStrategy, generate_spec};
 
 /// Driver binaries are looked up in fixed directories: a spec must not depend on the caller.
@@ -36,6 +37,9 @@ struct Args {
     no_all_device: Option<bool>,
     disabled_hooks: Vec<String>,
     enabled_hooks: Vec<String>,
+    feature_flags: Vec<String>,
+    library_search_paths: Vec<String>,
+    config_search_paths: Vec<String>,
 }
 
 const PREFIX: &str = "NVIDIA_CTK_CDI_GENERATE_";
@@ -70,10 +74,9 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Args>> {
             "no-all-device" => a.no_all_device = Some(flag.boolean()?),
             "disable-hook" | "disable-hooks" => list(flag, &mut it, &mut a.disabled_hooks)?,
             "enable-hook" | "enable-hooks" => list(flag, &mut it, &mut a.enabled_hooks)?,
-            // Accepted for compatibility; discovery here has no use for them.
-            "feature-flag" | "feature-flags" | "library-search-path" | "config-search-path" => {
-                flag.value(&mut it)?;
-            }
+            "feature-flag" | "feature-flags" => list(flag, &mut it, &mut a.feature_flags)?,
+            "library-search-path" => list(flag, &mut it, &mut a.library_search_paths)?,
+            "config-search-path" => list(flag, &mut it, &mut a.config_search_paths)?,
             "help" | "h" => return Ok(None),
             other => bail!("flag provided but not defined: -{other}"),
         }
@@ -97,6 +100,17 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         }
         _ => bail!("invalid discovery mode: {mode}"),
     };
+    let features = Features::parse(&a.feature_flags).context("failed to create CDI library")?;
+    // Upstream uses library search paths in csv mode only, and config search paths to find the
+    // graphics config files; neither has a use in what nvbox generates.
+    if !a.library_search_paths.is_empty() {
+        bail!("--library-search-path is not supported by nvbox: it applies to csv mode only");
+    }
+    if !a.config_search_paths.is_empty() {
+        bail!(
+            "--config-search-path is not supported by nvbox: graphics config files are not searched"
+        );
+    }
     let format = output_format(g, &a)?;
     let vendor = a.vendor.clone().unwrap_or_else(|| {
         if management {
@@ -142,9 +156,14 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
     let query = HostQuery {
         gpus: !management,
         path_env: Some(BIN_PATH.to_owned()),
+        cdi_files: true,
         ..HostQuery::default()
     };
-    let host = read_host(&roots, &query).context("failed to create CDI library")?;
+    let mut host = read_host(&roots, &query).context("failed to create CDI library")?;
+    if features.no_ipc {
+        // The sockets only: the MPS binaries stay, as upstream's.
+        host.ipcs.clear();
+    }
     let opts = GenerateOptions {
         vendor,
         class,
@@ -159,6 +178,7 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
             vec!["NVIDIA_CTK_DEBUG=false".to_owned()],
         ),
         ldconfig_path: a.ldconfig_path.clone(),
+        features,
     };
     let spec = generate_spec(&host, &opts).context("failed to generate CDI spec")?;
     write_spec(&spec, format, a.output.as_deref())?;
@@ -197,6 +217,15 @@ fn fill_from_env(a: &mut Args) {
     list(&mut a.device_ids, &format!("{PREFIX}DEVICE_IDS"));
     list(&mut a.disabled_hooks, &format!("{PREFIX}DISABLED_HOOKS"));
     list(&mut a.enabled_hooks, &format!("{PREFIX}ENABLED_HOOKS"));
+    list(&mut a.feature_flags, &format!("{PREFIX}FEATURE_FLAGS"));
+    list(
+        &mut a.library_search_paths,
+        &format!("{PREFIX}LIBRARY_SEARCH_PATHS"),
+    );
+    list(
+        &mut a.config_search_paths,
+        &format!("{PREFIX}CONFIG_SEARCH_PATHS"),
+    );
     if a.no_all_device.is_none() {
         a.no_all_device = env(&format!("{PREFIX}NO_ALL_DEVICE")).and_then(|v| parse_bool(&v));
     }
@@ -257,4 +286,6 @@ OPTIONS:
    --no-all-device                   no `all` device (default: false) [$NVIDIA_CTK_CDI_GENERATE_NO_ALL_DEVICE]
    --disable-hook value              hooks to leave out, or all [$NVIDIA_CTK_CDI_GENERATE_DISABLED_HOOKS]
    --enable-hook value               hooks to include (beats --disable-hook) [$NVIDIA_CTK_CDI_GENERATE_ENABLED_HOOKS]
+   --feature-flag value              disable-ipc-discoverer, enable-explicit-driver-libraries,
+                                     no-additional-gids-for-device-nodes [$NVIDIA_CTK_CDI_GENERATE_FEATURE_FLAGS]
 ";
