@@ -133,7 +133,8 @@ pub fn select_libraries(
 
 /// Upstream's CDI library set beyond the tables: every native `*.so.<version>` in the loader
 /// cache that sits in a directory of the driver's libraries (`dirs`), and the
-/// any-version libraries ([`tables::CDI_ANY_VERSION_LIBRARIES`]). `known` are the ones the
+/// any-version libraries ([`tables::CDI_ANY_VERSION_LIBRARIES`], and with `explicit`
+/// [`tables::CDI_EXPLICIT_LIBRARIES`]). `known` are the ones the
 /// tables already chose. They are mounted whatever the capabilities, so their group is moot.
 pub fn select_cdi_libraries(
     root: &RootDir,
@@ -141,6 +142,7 @@ pub fn select_cdi_libraries(
     version: &str,
     dirs: &[&str],
     known: &[Library],
+    explicit: bool,
 ) -> Result<Vec<Library>> {
     let Some(arch) = arch_flags(Bits::Native) else {
         return Ok(Vec::new());
@@ -157,9 +159,9 @@ pub fn select_cdi_libraries(
         ) else {
             continue;
         };
-        let any_version = tables::CDI_ANY_VERSION_LIBRARIES
-            .iter()
-            .any(|p| soname.starts_with(p));
+        let named = |list: &[&str]| list.iter().any(|p| soname.starts_with(p));
+        let any_version = named(tables::CDI_ANY_VERSION_LIBRARIES)
+            || (explicit && named(tables::CDI_EXPLICIT_LIBRARIES));
         let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
         if !dirs.contains(&dir) {
             continue;

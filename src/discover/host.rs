@@ -30,6 +30,8 @@ pub struct HostQuery {
     /// Upstream's CDI file set (jit-cdi, `cdi generate`) instead of libnvidia-container's: see
     /// [`files::select_cdi_libraries`] and [`super::tables::CDI_BINARIES`].
     pub cdi_files: bool,
+    /// With `cdi_files`: the feature flag `enable-explicit-driver-libraries`.
+    pub cdi_explicit_libraries: bool,
     /// GPUs the caller has already read (`--load-kmods`), used instead of reading them again.
     pub known_gpus: Option<Vec<Gpu>>,
 }
@@ -98,8 +100,15 @@ pub fn read_host(roots: &Roots, q: &HostQuery) -> Result<Host> {
                 dirs.push(dir);
             }
         }
-        let more = files::select_cdi_libraries(&root, &cache, &driver.version, &dirs, &libs)
-            .context("detection error")?;
+        let more = files::select_cdi_libraries(
+            &root,
+            &cache,
+            &driver.version,
+            &dirs,
+            &libs,
+            q.cdi_explicit_libraries,
+        )
+        .context("detection error")?;
         libs.extend(more);
     }
     let table = if q.cdi_files {

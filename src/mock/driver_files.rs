@@ -86,12 +86,18 @@ fn has_compat32(prefix: &str) -> bool {
     )
 }
 
-/// (file, soname) of driver libraries that are in no capability table.
+/// (file, soname) of libraries in no capability table (`{V}` is the driver version): driver
+/// libraries, and the GLVND and OpenCL loaders that the distribution installs beside them.
 const EXTRA_LIBRARIES: &[(&str, &str)] = &[
-    ("libnvidia-present.so.V", "libnvidia-present.so.V"),
-    ("libnvidia-sandboxutils.so.V", "libnvidia-sandboxutils.so.1"),
-    ("libnvidia-vksc-core.so.V", "libnvidia-vksc-core.so.1"),
+    ("libnvidia-present.so.{V}", "libnvidia-present.so.{V}"),
+    (
+        "libnvidia-sandboxutils.so.{V}",
+        "libnvidia-sandboxutils.so.1",
+    ),
+    ("libnvidia-vksc-core.so.{V}", "libnvidia-vksc-core.so.1"),
     ("libnvidia-nvvm70.so.4", "libnvidia-nvvm70.so.4"),
+    ("libEGL.so.1.1.0", "libEGL.so.1"),
+    ("libOpenCL.so.1.0.0", "libOpenCL.so.1"),
 ];
 
 /// Binaries the driver (or its IMEX package) installs that libnvidia-container does not list.
@@ -130,10 +136,9 @@ pub fn write_driver_files(spec: &Spec, gpus: &[MockGpu]) -> Result<()> {
             });
         }
     }
-    // Libraries outside libnvidia-container's tables that the driver installs too (file name,
-    // soname; "V" is the driver version): upstream's CDI specs take them.
+    // Libraries outside libnvidia-container's tables: upstream's CDI specs take some of them.
     for (file, soname) in EXTRA_LIBRARIES {
-        let (file, soname) = (file.replace('V', v), soname.replace('V', v));
+        let (file, soname) = (file.replace("{V}", v), soname.replace("{V}", v));
         let base = spec.dir.join(lib64.trim_start_matches('/'));
         write(
             &base.join(&file),

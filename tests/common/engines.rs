@@ -251,10 +251,49 @@ pub fn run_shim(bundle: &mut Bundle, config: &Path, update: &[&str]) -> ShimRun 
 /// What a jit-cdi container must hold: the legacy hook's files for [`JIT_CAPS`] at the same
 /// container paths, but nothing under /proc/driver/nvidia (runc mounts nothing into /proc), so
 /// the machine's own GPU directories are all that shows there.
+///
+/// The files are upstream's CDI set, not libnvidia-container's: its binaries (the IMEX pair, no
+/// fabric manager) and every `*.so.<driver version>` beside libcuda plus `libnvidia-nvvm70`.
 pub fn expected_jit(host: &Host, devices: &str, rootfs: &Path) -> Expected {
     let mut want = expected(host, devices, JIT_CAPS, rootfs);
     want.entries.retain(|path, _| !path.starts_with("/proc/"));
     want.entries.extend(own_gpu_dirs());
+    want.entries.remove("/usr/bin/nv-fabricmanager");
+    for bin in ["/usr/bin/nvidia-imex", "/usr/bin/nvidia-imex-ctl"] {
+        if host.file(bin).is_file() {
+            want.entries
+                .insert(bin.to_string(), "regular file".to_string());
+        }
+    }
+    let listed: Vec<String> = host.list(&["--libraries"]);
+    let (libcuda, name) = mock_libcuda(host);
+    let version = name.strip_prefix("libcuda.so.").unwrap().to_string();
+    let host_dir = libcuda.parent().unwrap();
+    let lib_dir = listed[0].rsplit_once('/').unwrap().0.to_string();
+    let mut extra: Vec<String> = std::fs::read_dir(host_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(&format!(".so.{version}")) || n.starts_with("libnvidia-nvvm70.so."))
+        .filter(|n| !listed.iter().any(|l| l.ends_with(&format!("/{n}"))))
+        .collect();
+    extra.sort();
+    let dir = want.lib_dirs.0;
+    for base in extra {
+        let soname = host.soname(&format!("{lib_dir}/{base}"));
+        want.entries
+            .insert(format!("{dir}/{base}"), "regular file".to_string());
+        if soname != base {
+            want.entries
+                .insert(format!("{dir}/{soname}"), format!("-> {base}"));
+        }
+        want.ldcache.insert((
+            soname.clone(),
+            "libc6,x86-64".to_string(),
+            format!("{dir}/{soname}"),
+        ));
+    }
     want
 }
 

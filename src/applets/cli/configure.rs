@@ -161,6 +161,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         mps_dir: std::env::var("CUDA_MPS_PIPE_DIRECTORY").ok(),
         imex_channels: imex,
         cdi_files: false,
+        cdi_explicit_libraries: false,
         known_gpus,
     };
     let host = read_host(&roots, &query)?;

@@ -35,6 +35,9 @@ pub fn inject_jit(
     };
     let roots = cli::roots(&g)?;
     let needs_gpus = !matches!(req.devices, Devices::DriverOnly);
+    let jit = &cfg.runtime.modes.jit_cdi;
+    let features = Features::parse(jit.nvcdi_feature_flags.as_deref().unwrap_or_default())
+        .context("[nvidia-container-runtime.modes.jit-cdi] nvcdi-feature-flags")?;
     let query = HostQuery {
         ldcache: Some(cfg.cli.ldcache.clone()).filter(|l| !l.is_empty()),
         gpus: needs_gpus,
@@ -43,11 +46,9 @@ pub fn inject_jit(
         imex_channels: req.imex_channels.clone(),
         ipc: IpcOptions::default(),
         cdi_files: true,
+        cdi_explicit_libraries: features.explicit_libraries,
         ..HostQuery::default()
     };
-    let jit = &cfg.runtime.modes.jit_cdi;
-    let features = Features::parse(jit.nvcdi_feature_flags.as_deref().unwrap_or_default())
-        .context("[nvidia-container-runtime.modes.jit-cdi] nvcdi-feature-flags")?;
     let disabled = jit.nvcdi_disable_hooks.clone().unwrap_or_default();
     check_hook_names(&disabled)?;
     let mut host = read_host(&roots, &query)?;
@@ -270,6 +271,34 @@ pub fn add_legacy_compat_hooks(
             ),
             hook.make("update-ldcache", &[]),
         ],
+        ..ContainerEdits::default()
+    };
+    cdi::apply_edits(spec, &edits)?;
+    Ok(true)
+}
+
+/// Legacy mode: the hook bind-mounts the host's nodes, which keep their mode and group, so a
+/// non-root user of a host with 0660 `root:video` nodes would get EACCES (upstream's legacy mode
+/// does). The group of the driver's nodes (`NVreg_DeviceFileGID` sets it for all of them, as
+/// `/dev/nvidiactl` shows) becomes an additional GID when the mode does not open them to all,
+/// as jit-cdi does; `no-additional-gids-for-device-nodes` turns it off.
+pub fn add_legacy_node_gids(spec: &mut Value, cfg: &Config) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    if cfg.features.no_additional_gids_for_device_nodes == Some(true) {
+        return Ok(false);
+    }
+    let g = Global {
+        config: Some(cfg.clone()),
+        ..Global::default()
+    };
+    let Ok(m) = std::fs::metadata(cli::roots(&g)?.dev_path("/dev/nvidiactl")) else {
+        return Ok(false);
+    };
+    if m.gid() == 0 || m.mode() & 0o006 == 0o006 {
+        return Ok(false);
+    }
+    let edits = ContainerEdits {
+        additional_gids: vec![m.gid()],
         ..ContainerEdits::default()
     };
     cdi::apply_edits(spec, &edits)?;

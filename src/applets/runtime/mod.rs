@@ -254,7 +254,8 @@ fn modify_bundle(scan: &args::Scan, cfg: &Config, cfg_path: Option<&Path>) -> Re
             }
             let hook = hook_path(cfg);
             let added = oci::add_prestart_hook(&mut file.value, &hook, cfg_path)?;
-            jit::add_legacy_compat_hooks(&mut file.value, cfg, cfg_path)? || added
+            let gids = jit::add_legacy_node_gids(&mut file.value, cfg)?;
+            jit::add_legacy_compat_hooks(&mut file.value, cfg, cfg_path)? || gids || added
         }
         _ => {
             let removed = oci::remove_nvidia_hooks(&mut file.value);

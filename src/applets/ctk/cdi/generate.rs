@@ -100,7 +100,6 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         }
         _ => bail!("invalid discovery mode: {mode}"),
     };
-    let features = Features::parse(&a.feature_flags).context("failed to create CDI library")?;
     // Upstream uses library search paths in csv mode only, and config search paths to find the
     // graphics config files; neither has a use in what nvbox generates.
     if !a.library_search_paths.is_empty() {
@@ -153,8 +152,10 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         a.proc_root.as_deref().or(cfg.nvbox.proc_root.as_deref()),
         a.sys_root.as_deref().or(cfg.nvbox.sys_root.as_deref()),
     );
+    let features = Features::parse(&a.feature_flags).context("failed to create CDI library")?;
     let query = HostQuery {
         gpus: !management,
+        cdi_explicit_libraries: features.explicit_libraries,
         path_env: Some(BIN_PATH.to_owned()),
         cdi_files: true,
         ..HostQuery::default()
