@@ -98,7 +98,11 @@ pub fn write_procfs(spec: &Spec, gpus: &[MockGpu]) -> Result<()> {
     )?;
     write(
         &nv.join("params"),
-        "ResmanDebugLevel: 4294967295\nRmLogonRC: 1\nModifyDeviceFiles: 1\nDeviceFileUID: 0\nDeviceFileGID: 0\nDeviceFileMode: 438\nInitializeSystemMemoryAllocations: 1\nUsePageAttributeTable: 4294967295\nEnableMSI: 1\nEnablePCIeGen3: 0\nEnableStreamMemOPs: 0\nEnableResizableBar: 0\nEnableGpuFirmware: 18\nEnableGpuFirmwareLogs: 2\nRmProfilingAdminOnly: 1\nPreserveVideoMemoryAllocations: 0\nOpenRmEnableUnsupportedGpus: 0\n",
+        // The node mode and group are the module's (nvidia-modprobe makes nodes to match).
+        format!(
+            "ResmanDebugLevel: 4294967295\nRmLogonRC: 1\nModifyDeviceFiles: 1\nDeviceFileUID: 0\nDeviceFileGID: {}\nDeviceFileMode: {}\nInitializeSystemMemoryAllocations: 1\nUsePageAttributeTable: 4294967295\nEnableMSI: 1\nEnablePCIeGen3: 0\nEnableStreamMemOPs: 0\nEnableResizableBar: 0\nEnableGpuFirmware: 18\nEnableGpuFirmwareLogs: 2\nRmProfilingAdminOnly: 1\nPreserveVideoMemoryAllocations: 0\nOpenRmEnableUnsupportedGpus: 0\n",
+            spec.dev_group, spec.dev_mode
+        ),
     )?;
     write(&nv.join("registry"), "Binary: \"\"\n")?;
     for gpu in gpus {
