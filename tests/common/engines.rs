@@ -430,3 +430,51 @@ pub fn ok_stdout(what: &str, out: &Output) -> String {
     );
     text(&out.stdout)
 }
+
+/// The create through the shim succeeded.
+pub fn assert_created(run: &ShimRun) {
+    assert!(
+        run.created,
+        "create through the shim failed:\n{}",
+        run.create_stderr
+    );
+}
+
+/// A create that must fail with one line from the shim naming `words`, before runc runs.
+pub fn assert_refused(run: &ShimRun, words: &str) {
+    assert!(!run.created, "create must fail");
+    let err = run.create_stderr.trim_end();
+    assert_eq!(err.lines().count(), 1, "one line:\n{err}");
+    assert!(err.starts_with("nvidia-container-runtime: "), "{err}");
+    assert!(err.contains(words), "{err}");
+    assert!(!run.state_dir_left, "runc ran");
+}
+
+/// `nvidia-ctk ARGS` with `config` as its config.toml.
+pub fn ctk(config: &Path, args: &[&str]) -> Output {
+    super::command(super::nvbox())
+        .env("NVIDIA_CTK_CONFIG_FILE_PATH", config)
+        .arg("nvidia-ctk")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `cdi generate ARGS` for `host` into `dir/nvidia.json`, hooks calling the applet directory's
+/// nvidia-cdi-hook; the spec.
+pub fn generate_into(host: &Host, dir: &Path, args: &[&str]) -> Value {
+    let hook = applet_dir().join("nvidia-cdi-hook");
+    let out_file = dir.join("nvidia.json");
+    let mut all = vec![
+        "cdi",
+        "generate",
+        "--nvidia-cdi-hook-path",
+        hook.to_str().unwrap(),
+        "--output",
+        out_file.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let out = ctk(&host.config, &all);
+    assert!(out.status.success(), "generate: {}", text(&out.stderr));
+    serde_json::from_slice(&std::fs::read(out_file).unwrap()).unwrap()
+}
