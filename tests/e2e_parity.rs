@@ -307,3 +307,28 @@ fn imex_channel_spelled_as_its_node() {
         format!("/dev/nvidia-caps-imex-channels/channel0 character special file {ma:x}:0")
     );
 }
+
+/// jit-cdi's container holds what upstream 1.20's holds: libraries at the host's path even in
+/// an image whose own directory is `/usr/lib64`, the GBM backend link and the `.so` links the
+/// host has (`libnvidia-ml.so`).
+#[test]
+fn jit_cdi_matches_upstream_paths_and_links() {
+    if !ready() {
+        return;
+    }
+    let host = shared_host(&["--gpus", "2"]);
+    let config = ShimConfig::mode(host, "jit-cdi");
+    let mut bundle = Bundle::new(false);
+    let dir = "/usr/lib/x86_64-linux-gnu";
+    bundle.script(&format!(
+        "for l in gbm/nvidia-drm_gbm.so libnvidia-ml.so libcuda.so; do readlink {dir}/$l; done; \
+         ls /usr/lib64 2>/dev/null | grep -c nvidia"
+    ));
+    bundle.env(&["NVIDIA_VISIBLE_DEVICES=0"]);
+    let run = run_shim(&mut bundle, &config.path, &[]);
+    assert_created(&run);
+    assert_eq!(
+        run.stdout,
+        "../libnvidia-allocator.so.1\nlibnvidia-ml.so.1\nlibcuda.so.1\n0\n"
+    );
+}

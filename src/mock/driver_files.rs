@@ -155,14 +155,16 @@ pub fn write_driver_files(spec: &Spec, gpus: &[MockGpu]) -> Result<()> {
             hwcap: 0,
         });
     }
-    // The development link the driver also installs; it must never end up in the cache.
-    link(
-        "libcuda.so.1",
-        &spec
-            .dir
-            .join(lib64.trim_start_matches('/'))
-            .join("libcuda.so"),
-    )?;
+    // The development links the driver also installs; they must never end up in the cache.
+    for (target, name) in [
+        ("libcuda.so.1", "libcuda.so"),
+        ("libnvidia-ml.so.1", "libnvidia-ml.so"),
+    ] {
+        link(
+            target,
+            &spec.dir.join(lib64.trim_start_matches('/')).join(name),
+        )?;
+    }
     write(&spec.dir.join("etc/ld.so.cache"), write_cache(&cache))?;
     write(
         &spec.dir.join("etc/ld.so.conf"),

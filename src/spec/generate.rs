@@ -320,16 +320,16 @@ fn parent(path: &str) -> &str {
     }
 }
 
-/// Hooks 1–6 of the spec-level edits, in upstream's order.
-fn add_driver_hooks(e: &mut ContainerEdits, host: &Host, o: &GenerateOptions, dirs: &[String]) {
+/// Upstream's links for the driver libraries at their host paths, as `(target, link)`: the
+/// graphics ones (GBM, X.Org) and the others (development links, and the soname and `.so`
+/// links the host itself has), each list without duplicates, in library order.
+pub fn driver_links(host: &Host) -> [Vec<(String, String)>; 2] {
     let version = &host.driver.version;
-    let mut graphics: Vec<String> = Vec::new();
-    let mut links: Vec<String> = Vec::new();
-    let push = |list: &mut Vec<String>, target: &str, link: String| {
-        let spec = format!("{target}::{link}");
-        if !list.contains(&spec) {
-            list.push("--link".to_owned());
-            list.push(spec);
+    let mut graphics: Vec<(String, String)> = Vec::new();
+    let mut links: Vec<(String, String)> = Vec::new();
+    let push = |list: &mut Vec<(String, String)>, target: &str, link: String| {
+        if !list.iter().any(|(t, l)| t == target && *l == link) {
+            list.push((target.to_owned(), link));
         }
     };
     for lib in &host.libs {
@@ -370,10 +370,19 @@ fn add_driver_hooks(e: &mut ContainerEdits, host: &Host, o: &GenerateOptions, di
             push(&mut links, &lib.soname, format!("{dir}/{dev}"));
         }
     }
-    // Exact duplicates of a spec were skipped; the pairs keep their order.
-    for list in [graphics, links] {
+    [graphics, links]
+}
+
+/// Hooks 1–6 of the spec-level edits, in upstream's order.
+fn add_driver_hooks(e: &mut ContainerEdits, host: &Host, o: &GenerateOptions, dirs: &[String]) {
+    let version = &host.driver.version;
+    for list in driver_links(host) {
         if !list.is_empty() {
-            o.push_hook(e, "create-symlinks", &list);
+            let args: Vec<String> = list
+                .iter()
+                .flat_map(|(t, l)| ["--link".to_owned(), format!("{t}::{l}")])
+                .collect();
+            o.push_hook(e, "create-symlinks", &args);
         }
     }
     if !version.contains('*') {

@@ -257,6 +257,35 @@ pub fn run_shim(bundle: &mut Bundle, config: &Path, update: &[&str]) -> ShimRun 
 pub fn expected_jit(host: &Host, devices: &str, rootfs: &Path) -> Expected {
     let mut want = expected(host, devices, JIT_CAPS, rootfs);
     want.entries.retain(|path, _| !path.starts_with("/proc/"));
+    // Libraries keep their host directory, whatever the image's is.
+    let listed: Vec<String> = host.list(&["--libraries"]);
+    let lib_dir = listed[0].rsplit_once('/').unwrap().0.to_string();
+    let image_dir = format!("{}/", want.lib_dirs.0);
+    if want.lib_dirs.0 != lib_dir {
+        let moved: Vec<(String, String)> = want
+            .entries
+            .iter()
+            .filter(|(k, _)| k.starts_with(&image_dir))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in moved {
+            want.entries.remove(&k);
+            want.entries
+                .insert(format!("{lib_dir}/{}", &k[image_dir.len()..]), v);
+        }
+        want.ldcache = want
+            .ldcache
+            .iter()
+            .map(|(so, arch, path)| {
+                let path = match path.strip_prefix(&image_dir) {
+                    Some(rest) => format!("{lib_dir}/{rest}"),
+                    None => path.clone(),
+                };
+                (so.clone(), arch.clone(), path)
+            })
+            .collect();
+        want.lib_dirs.0 = Box::leak(lib_dir.clone().into_boxed_str());
+    }
     want.entries.extend(own_gpu_dirs());
     want.entries.remove("/usr/bin/nv-fabricmanager");
     for bin in ["/usr/bin/nvidia-imex", "/usr/bin/nvidia-imex-ctl"] {
@@ -265,11 +294,9 @@ pub fn expected_jit(host: &Host, devices: &str, rootfs: &Path) -> Expected {
                 .insert(bin.to_string(), "regular file".to_string());
         }
     }
-    let listed: Vec<String> = host.list(&["--libraries"]);
     let (libcuda, name) = mock_libcuda(host);
     let version = name.strip_prefix("libcuda.so.").unwrap().to_string();
     let host_dir = libcuda.parent().unwrap();
-    let lib_dir = listed[0].rsplit_once('/').unwrap().0.to_string();
     let mut extra: Vec<String> = std::fs::read_dir(host_dir)
         .unwrap()
         .flatten()
@@ -279,7 +306,18 @@ pub fn expected_jit(host: &Host, devices: &str, rootfs: &Path) -> Expected {
         .filter(|n| !listed.iter().any(|l| l.ends_with(&format!("/{n}"))))
         .collect();
     extra.sort();
-    let dir = want.lib_dirs.0;
+    let dir = lib_dir.as_str();
+    // The `.so` development links the host has (upstream's rule), beyond libcuda's.
+    for lib in &listed {
+        let base = lib.rsplit('/').next().unwrap();
+        let dev = format!("{}.so", base.split(".so").next().unwrap());
+        let soname = host.soname(lib);
+        let on_host = host_dir.join(&dev);
+        if dev != soname && on_host.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
+            want.entries
+                .insert(format!("{dir}/{dev}"), format!("-> {soname}"));
+        }
+    }
     for base in extra {
         let soname = host.soname(&format!("{lib_dir}/{base}"));
         want.entries

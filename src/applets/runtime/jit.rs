@@ -18,7 +18,7 @@ use crate::request::{Caps, Devices, Request};
 use crate::select::select_devices;
 use crate::spec::cdi::{self, ContainerEdits};
 use crate::spec::features::Features;
-use crate::spec::generate::{HookCommand, edits_from_plan, finish_nodes};
+use crate::spec::generate::{HookCommand, driver_links, edits_from_plan, finish_nodes};
 use crate::spec::oci;
 
 /// jit-cdi: discover, plan, and write the plan into the spec.
@@ -70,7 +70,20 @@ pub fn inject_jit(
         compat_mode: CompatMode::Disabled,
         ..Options::default()
     };
-    let plan = plan::build_plan(&host, &sel, &opts, &layout)?;
+    let mut plan = plan::build_plan(&host, &sel, &opts, &layout)?;
+    // As upstream's jit-cdi: driver files at their host paths, with the links a generated spec
+    // makes (GBM, the `.so` links the host has); soname links come with the loader cache.
+    plan.keep_host_paths();
+    for (target, link) in driver_links(&host).into_iter().flatten() {
+        let made = plan.symlinks.iter().any(|(l, _)| *l == link)
+            || plan
+                .cache
+                .iter()
+                .any(|c| format!("{}/{}", c.dir, c.soname) == link);
+        if !made {
+            plan.symlinks.push((link, target));
+        }
+    }
     let hook = hook_command(cfg_path)?;
     let compute = req.caps.contains(Caps::COMPUTE) || req.caps.contains(Caps::VIDEO);
     let compat = (compute && compat_mode(cfg) != CompatMode::Disabled)
@@ -88,8 +101,7 @@ pub fn inject_jit(
         !disabled.iter().any(|d| d == "all" || d == name)
     });
     combine_hooks(&mut edits, &hook);
-    // Where the libraries are in this container (the image's library directory, not the
-    // host's: see README "Compatibility").
+    // Where the libraries are in this container.
     let mut lib_dirs: Vec<&str> = Vec::new();
     for c in &plan.cache {
         if !lib_dirs.contains(&c.dir.as_str()) {
