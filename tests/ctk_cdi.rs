@@ -7,11 +7,10 @@ use std::path::Path;
 use std::process::Output;
 
 use common::container::{BUSYBOX, applet_dir, have_prerequisites, make_rootfs, shared_host, text};
-use common::engines::CdiPodman;
+use common::podman_cdi::{CdiPodman, PODMAN};
 use common::{TempDir, command, is_root, nvbox, skip_or_fail};
 use serde_json::Value;
 
-const PODMAN: &str = "/usr/bin/podman";
 const HOOK: &str = "/usr/bin/nvidia-cdi-hook";
 
 fn ctk(config: &Path, args: &[&str]) -> Output {

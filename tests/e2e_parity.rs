@@ -8,6 +8,7 @@ mod common;
 use common::TempDir;
 use common::container::*;
 use common::engines::*;
+use common::podman_cdi::CdiPodman;
 use serde_json::{Value, json};
 
 /// A host whose driver made its nodes 0660 `root:video` (`NVreg_DeviceFileMode=0660`,

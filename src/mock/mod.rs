@@ -4,6 +4,7 @@
 
 mod driver_files;
 pub mod elf;
+mod gated;
 mod host;
 
 use std::ffi::OsString;
@@ -111,6 +112,8 @@ pub struct Spec {
     /// `/var/run` as a link to `/run` (every modern distribution); without it the IPC
     /// sockets are only under `/run`.
     pub var_run_link: bool,
+    /// The GPUDirect Storage, GDRCopy, MOFED and NVSwitch nodes of an HPC node.
+    pub gated: bool,
 }
 
 pub const DEFAULT_DRIVER_VERSION: &str = "535.104.05";
@@ -147,6 +150,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let mut dev_mode = 0o666;
     let mut dev_group = 0;
     let mut var_run_link = true;
+    let mut gated = false;
     while let Some(arg) = parser.next().map_err(flat)? {
         match arg {
             Long("gpus") => gpus = parser.value()?.parse().map_err(flat)?,
@@ -165,6 +169,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
             }
             Long("dev-group") => dev_group = parser.value()?.parse().map_err(flat)?,
             Long("no-var-run-link") => var_run_link = false,
+            Long("gated") => gated = true,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -204,6 +209,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         dev_mode,
         dev_group,
         var_run_link,
+        gated,
     }))
 }
 
@@ -234,6 +240,9 @@ pub fn write_host(spec: &Spec) -> Result<Vec<String>> {
     host::write_procfs(&spec, &gpus)?;
     host::write_sysfs(&spec, &gpus)?;
     host::write_dev(&spec, &gpus, &mut notes)?;
+    if spec.gated {
+        gated::write_gated(&spec, &mut notes)?;
+    }
     if spec.driver_files {
         driver_files::write_driver_files(&spec, &gpus)?;
     }
@@ -274,6 +283,9 @@ nvbox at it.
   --driver-version V       NVRM version (default 535.104.05)
   --mig N                  enable MIG with N GPU instances (one compute instance each)
                            on every GPU (MIG-capable models only)
+  --gated                  also the nodes of GPUDirect Storage (/dev/nvidia-fs*), GDRCopy
+                           (/dev/gdrdrv), MOFED (/dev/infiniband/*) and NVSwitch
+                           (/dev/nvidia-nvswitch*), /etc/cufile.json and /run/udev
   --no-driver-files        only the kernel side (procfs, sysfs, /dev): for a driver root
                            made from real driver packages
   --dev-mode MODE          octal mode of the device nodes (default 0666, the driver's)

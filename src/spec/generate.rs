@@ -18,8 +18,10 @@ use crate::spec::cdi::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec, mi
 use crate::spec::features::Features;
 
 mod devices;
+mod gated;
 
 use devices::{gpu_devices, management_nodes};
+pub use gated::{generate_gated_spec, generate_imex_spec};
 
 const FILE_OPTS: &[&str] = &["ro", "nosuid", "nodev", "rbind", "rprivate"];
 const IPC_OPTS: &[&str] = &["nosuid", "nodev", "noexec", "rbind", "rprivate"];
@@ -109,6 +111,7 @@ pub fn edits_from_binds(binds: &[Bind], roots: &Roots) -> ContainerEdits {
             }
             (Root::Driver, Kind::File) => e.mounts.push(mount(b, &roots.driver, FILE_OPTS)),
             (Root::Driver, Kind::Ipc) => e.mounts.push(mount(b, &roots.driver, IPC_OPTS)),
+            (Root::Driver, Kind::Dir) => e.mounts.push(mount(b, &roots.driver, FILE_OPTS)),
             (Root::Dev, Kind::DeviceDir) => e.mounts.push(mount(b, &roots.dev, DIR_OPTS)),
             _ => {}
         }

@@ -26,6 +26,7 @@ fn mock_host(tag: &str, gpus: usize, mig: u32) -> (MockHost, Host) {
         dev_mode: 0o666,
         dev_group: 0,
         var_run_link: true,
+        gated: false,
     };
     mock::write_host(&spec).unwrap();
     let roots = Roots::new(Some(&dir), Some(&dir), Some(&dir), Some(&dir));
