@@ -23,9 +23,12 @@ impl Features {
                 "disable-ipc-discoverer" => f.no_ipc = true,
                 "no-additional-gids-for-device-nodes" => f.no_additional_gids = true,
                 "enable-explicit-driver-libraries" => f.explicit_libraries = true,
-                // What these turn off is never done by nvbox: it does not use nvsandboxutils,
-                // and has no csv generate mode to split.
-                "disable-nvsandboxutils" | "disable-multiple-csv-devices" => {}
+                // What this turns off is never done: nvbox does not use nvsandboxutils.
+                "disable-nvsandboxutils" => {}
+                "disable-multiple-csv-devices" => bail!(
+                    "feature flag {flag:?} is not supported by nvbox: csv mode always makes one \
+                     device per GPU"
+                ),
                 "enable-coherent-annotations" => bail!(
                     "feature flag {flag:?} is not supported by nvbox: it needs the GPUs' ATS \
                      addressing mode, which only NVML reports"
