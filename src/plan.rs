@@ -471,17 +471,23 @@ fn version_key(file: &str) -> Vec<u64> {
 }
 
 impl Plan {
-    /// Upstream's CDI placement (jit-cdi): driver files at their host paths instead of the
-    /// image's directories. Loader-cache entries and development links follow their library.
-    pub fn keep_host_paths(&mut self) {
+    /// Upstream's CDI placement (jit-cdi): the libraries and binaries `layout` placed in the
+    /// image's directories go to their host paths instead. Loader-cache entries and development
+    /// links follow their library; files with a container path of their own stay.
+    pub fn keep_host_paths(&mut self, layout: &Layout) {
         let dir_of = |p: &str| {
             p.rsplit_once('/')
                 .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d })
                 .to_owned()
         };
+        let placed = |target: &str| {
+            let dir = dir_of(target);
+            dir == layout.libs || dir == layout.libs32 || dir == layout.bins
+        };
         let mut moved: Vec<(String, String)> = Vec::new();
         for b in &mut self.binds {
-            if b.root == Root::Driver && b.target != b.source {
+            let file = b.root == Root::Driver && b.kind == Kind::File;
+            if file && b.target != b.source && placed(&b.target) {
                 moved.push((b.target.clone(), b.source.clone()));
                 b.target.clone_from(&b.source);
             }

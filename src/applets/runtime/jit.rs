@@ -87,7 +87,7 @@ pub fn inject_jit(
     let mut plan = plan::build_plan(&host, &sel, &opts, &layout)?;
     // As upstream's jit-cdi: driver files at their host paths, with the links a generated spec
     // makes (GBM, the `.so` links the host has); soname links come with the loader cache.
-    plan.keep_host_paths();
+    plan.keep_host_paths(&layout);
     for (target, link) in driver_links(&host).into_iter().flatten() {
         let made = plan.symlinks.iter().any(|(l, _)| *l == link)
             || plan
