@@ -16,6 +16,10 @@ use crate::discover::wsl::{self as wsl_dirs, Wsl};
 use crate::request::Caps;
 use crate::select::Selection;
 
+mod graphics;
+
+pub use graphics::build_graphics_plan;
+
 pub const PROC_NVIDIA: &str = "/proc/driver/nvidia";
 pub const APP_PROFILE_DIR: &str = "/etc/nvidia/nvidia-application-profiles-rc.d";
 pub const APP_PROFILE: &str = "10-container.conf";
@@ -190,7 +194,7 @@ pub fn build_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) ->
         add_compat_libs(&mut p, host, o.compat_mode, layout, native);
     }
     if o.graphics {
-        add_graphics(&mut p, host, sel, o, layout);
+        graphics::add_graphics(&mut p, host, sel, o, layout);
     }
     for fw in &host.firmwares {
         p.bind(Root::Driver, fw, fw, Kind::File);
@@ -253,71 +257,6 @@ pub fn build_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) ->
     }
     add_gated(&mut p, o, &host.gated);
     Ok(p)
-}
-
-/// Only the graphics pieces: what upstream's legacy-mode graphics modifier adds to the spec
-/// beside the prestart hook.
-pub fn build_graphics_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) -> Plan {
-    let mut p = Plan::default();
-    add_graphics(&mut p, host, sel, o, layout);
-    p
-}
-
-/// Upstream's graphics discoverers (internal/discover/graphics.go), on with `graphics` or
-/// `display`: the loaders' config files at their standard container paths, the EGL platform
-/// libraries next to the driver's, the X.Org modules and `nvidia-xconfig` at their own paths,
-/// the links GBM, the Vulkan producer and the GLX server module are opened by, and the DRM
-/// nodes of the GPUs selected whole (a MIG device has none) with their `/dev/dri/by-path` links.
-fn add_graphics(p: &mut Plan, host: &Host, sel: &Selection, o: &Options, layout: &Layout) {
-    let caps = o.caps;
-    if !caps.contains(Caps::GRAPHICS) && !caps.contains(Caps::DISPLAY) {
-        return;
-    }
-    let g = &host.graphics;
-    let version = &host.driver.version;
-    let libs = layout.libs.trim_end_matches('/');
-    let native = ldcache::FLAG_ELF_LIBC6 | native_arch_flag();
-    for lib in &g.libs {
-        let file = p.bind_file(Root::Driver, &lib.path, &layout.libs);
-        p.add_cache(&layout.libs, &lib.soname, &file, native);
-        if !p.cache_dirs.contains(&layout.libs) {
-            p.cache_dirs.push(layout.libs.clone());
-        }
-        if lib.prefix == crate::discover::graphics::VULKAN_PRODUCER {
-            p.add_symlink(format!("{libs}/{}", lib.prefix), file);
-        }
-    }
-    let allocator = format!("libnvidia-allocator.so.{version}");
-    if host.libs.iter().any(|l| l.path.ends_with(&allocator)) {
-        p.add_symlink(
-            format!("{libs}/gbm/nvidia-drm_gbm.so"),
-            "../libnvidia-allocator.so.1".to_owned(),
-        );
-    }
-    for path in &g.files {
-        p.bind(Root::Driver, path, path, Kind::File);
-        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        if name == format!("{}.{version}", crate::discover::graphics::GLXSERVER) {
-            p.add_symlink(
-                format!("{dir}/{}", crate::discover::graphics::GLXSERVER),
-                name.to_owned(),
-            );
-        }
-    }
-    for (source, target) in &g.configs {
-        p.bind(Root::Driver, source, target, Kind::File);
-    }
-    for &i in &sel.gpus {
-        if sel.migs.iter().any(|&(gpu, _)| gpu == i) {
-            continue;
-        }
-        for node in g.drm.iter().filter(|n| n.gpu == i) {
-            p.add_device(o, &node.path, node.major, node.minor);
-            if let Some((link, target)) = &node.by_path {
-                p.add_symlink(link.clone(), target.clone());
-            }
-        }
-    }
 }
 
 /// WSL2 (upstream `--mode wsl`): `/dev/dxg`, the files of the NVIDIA driver store and

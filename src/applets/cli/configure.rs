@@ -149,6 +149,10 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
     if let Some(pid) = a.pid.filter(|p| *p <= 0) {
         bail!("input error: invalid pid: {pid}");
     }
+    // The hook restricted itself before reading config.json; this call is then a no-op.
+    crate::privilege::restrict(crate::privilege::Role::Live {
+        kmods: g.load_kmods,
+    })?;
     let imex = super::list::parse_imex_channels(&a.imex_channels)?;
     let compute_libs = a.caps.contains(Caps::COMPUTE) || a.caps.contains(Caps::VIDEO);
     let compat_mode = if a.no_cntlibs {
@@ -204,6 +208,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
     check_requirements(&a.require, &facts, &devices).context("requirement error")?;
 
     let target = target_of(a);
+    crate::privilege::enter(crate::privilege::Phase::Container);
     let want_compat = compute_libs && compat_mode != CompatMode::Disabled;
     let layout = live::probe_layout(&target.host_view(), want_compat)?;
     let opts = Options {
@@ -258,6 +263,7 @@ fn configure_wsl(g: &Global, a: &ConfigureArgs, wsl: &Wsl, roots: &Roots) -> Res
         return Ok(());
     }
     let target = target_of(a);
+    crate::privilege::enter(crate::privilege::Phase::Container);
     let ldconfig = match super::config(g)?.nvbox.ldcache.as_deref() {
         Some("ldconfig") => Some(live::ldconfig::prepare(&ldconfig_path(a, &target))?),
         _ => None,
@@ -347,6 +353,7 @@ fn configure_tegra(g: &Global, a: &ConfigureArgs, roots: &Roots) -> Result<()> {
         return Ok(());
     }
     let target = target_of(a);
+    crate::privilege::enter(crate::privilege::Phase::Container);
     let ldconfig = match cfg.nvbox.ldcache.as_deref() {
         Some("ldconfig") => Some(live::ldconfig::prepare(&ldconfig_path(a, &target))?),
         _ => None,
