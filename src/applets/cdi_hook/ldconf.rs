@@ -49,6 +49,9 @@ pub fn run_update_ldcache(args: &Args) -> Result<()> {
             ldconfig::run(&root, &program, &folders, args.owner()?)
         }
         None => {
+            // The image's cache is parsed with no capability at all; the container's root owns
+            // its /etc (files are created as that user, see `Args::open_root`).
+            crate::privilege::enter(crate::privilege::Phase::Ldcache);
             // ldconfig would read the directories enable-cuda-compat listed; our writer scans
             // them first, so the image's compat libcuda wins over the driver's.
             let mut scan = compat_dirs(&root);

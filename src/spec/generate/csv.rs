@@ -10,7 +10,7 @@
 //! `/dev/nvidia1`, plus its display node `/dev/nvidia2`; the dGPU (index 1) gets its full-GPU
 //! nodes plus the entries that are neither GPU nor control nodes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
@@ -299,12 +299,6 @@ fn named(o: &GenerateOptions, index: usize, uuid: &str, nodes: Vec<DeviceNode>) 
             ..Device::default()
         })
         .collect()
-}
-
-/// The CSV files of `dir`: the base three, or with `all` every `*.csv` (the runtime's
-/// `NVIDIA_REQUIRE_JETPACK=csv-mounts=all`).
-pub fn runtime_csv_files(dir: &Path, all: bool) -> Vec<PathBuf> {
-    csv::list_csv_files(dir, all)
 }
 
 #[cfg(test)]
