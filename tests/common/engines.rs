@@ -172,13 +172,19 @@ pub struct ShimRun {
 /// cgroup, optionally `runc update UPDATE… ID` and the cgroup again, then `runc start` and the
 /// container's output read to its end.
 pub fn run_shim(bundle: &mut Bundle, config: &Path, update: &[&str]) -> ShimRun {
+    run_shim_with(shim_command(config), bundle, update)
+}
+
+/// [`run_shim`] with another runtime command (an installed toolkit's, say).
+pub fn run_shim_with(shim: Command, bundle: &mut Bundle, update: &[&str]) -> ShimRun {
     let id = unique_id("c");
     bundle.spec["linux"]["cgroupsPath"] = json!(format!("/{id}"));
     let config_before = serde_json::to_vec_pretty(&bundle.spec).unwrap();
     let config_json = bundle.path().join("config.json");
     std::fs::write(&config_json, &config_before).unwrap();
     let state = shim_state();
-    let mut create = shim_command(config)
+    let mut shim = shim;
+    let mut create = shim
         .arg("--root")
         .arg(&state)
         .args(["create", "--bundle"])
