@@ -7,6 +7,7 @@ use std::fmt;
 
 use anyhow::{Result, bail};
 
+use crate::discover::gated::GatedDevices;
 use crate::discover::gpus::CAPS_DIR;
 use crate::discover::host::Host;
 use crate::discover::ldcache;
@@ -89,6 +90,8 @@ pub enum Kind {
     Device { major: u32, minor: u32 },
     /// A directory of device nodes (`/dev/nvidia-caps` for mig-config): `nosuid,noexec`.
     DeviceDir,
+    /// A directory of host files (GDS's `/run/udev`), recursively: `ro,nosuid,nodev`.
+    Dir,
     /// procfs entries exposed in the container's `/proc/driver/nvidia`: `ro,nosuid,nodev,noexec`.
     Proc,
 }
@@ -240,7 +243,23 @@ pub fn build_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) ->
     if let Some(missing) = host.imex_missing.first() {
         bail!("mount error: missing IMEX channel device node: {missing}");
     }
+    add_gated(&mut p, o, &host.gated);
     Ok(p)
+}
+
+/// The gated devices the container asked for and the host has: their nodes, and GDS's files
+/// at their host paths. A kind the host lacks adds nothing (upstream fails the container on an
+/// empty CDI device instead).
+pub fn add_gated(p: &mut Plan, o: &Options, gated: &GatedDevices) {
+    for node in &gated.nodes {
+        p.add_device(o, &node.path, node.major, node.minor);
+    }
+    for file in &gated.files {
+        p.bind(Root::Driver, file, file, Kind::File);
+    }
+    for dir in &gated.dirs {
+        p.bind(Root::Driver, dir, dir, Kind::Dir);
+    }
 }
 
 /// `--mig-config all` / `--mig-monitor all`: the whole capabilities tree and every cap node of
@@ -434,6 +453,7 @@ impl fmt::Display for Plan {
                 Kind::Ipc => ("bind", "nosuid,nodev,noexec".to_owned()),
                 Kind::Device { major, minor } => ("device", format!("c {major}:{minor}")),
                 Kind::DeviceDir => ("bind", "nosuid,noexec".to_owned()),
+                Kind::Dir => ("bind", "ro,nosuid,nodev,rec".to_owned()),
                 Kind::Proc => ("bind", "ro,nosuid,nodev,noexec".to_owned()),
             };
             let root = match b.root {
@@ -464,5 +484,47 @@ impl fmt::Display for Plan {
             writeln!(f, "cgroup c {major}:{minor} rw")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::devices::DeviceNode;
+
+    fn gds() -> GatedDevices {
+        GatedDevices {
+            nodes: vec![DeviceNode {
+                path: "/dev/nvidia-fs0".into(),
+                major: 241,
+                minor: 0,
+            }],
+            files: vec!["/etc/cufile.json".into()],
+            dirs: vec!["/run/udev".into()],
+        }
+    }
+
+    #[test]
+    fn gated_nodes_and_files_in_the_plan() {
+        let mut p = Plan::default();
+        add_gated(&mut p, &Options::default(), &gds());
+        assert_eq!(
+            p.to_string(),
+            "tmpfs /proc/driver/nvidia ()\n\
+             device /dev/nvidia-fs0 <- dev-root:/dev/nvidia-fs0 (c 241:0)\n\
+             bind /etc/cufile.json <- driver-root:/etc/cufile.json (ro,nosuid,nodev)\n\
+             bind /run/udev <- driver-root:/run/udev (ro,nosuid,nodev,rec)\n\
+             cgroup c 241:0 rw\n"
+        );
+        // --no-devbind / --no-cgroups apply to them as to the driver's nodes.
+        let mut p = Plan::default();
+        let o = Options {
+            no_devbind: true,
+            no_cgroups: true,
+            ..Options::default()
+        };
+        add_gated(&mut p, &o, &gds());
+        assert_eq!(p.binds.len(), 2);
+        assert!(p.cgroup.is_empty());
     }
 }

@@ -9,6 +9,7 @@ use super::Roots;
 use super::devices::{DeviceNode, Majors, find_node};
 use super::driver::{Driver, read_driver};
 use super::files::{self, Binary, Bits, IpcOptions, Library};
+use super::gated::{Gated, GatedDevices, find_gated};
 use super::gpus::{CAPS_DIR, Gpu, MIG_MINORS, parse_cap_minor, read_gpus};
 use super::root::RootDir;
 use super::tables::Group;
@@ -27,6 +28,8 @@ pub struct HostQuery {
     /// `CUDA_MPS_PIPE_DIRECTORY` of the caller.
     pub mps_dir: Option<String>,
     pub imex_channels: Vec<u32>,
+    /// Gated device kinds the container asked for (`NVIDIA_GDS=enabled` …).
+    pub gated: Vec<Gated>,
     /// GPUs the caller has already read (`--load-kmods`), used instead of reading them again.
     pub known_gpus: Option<Vec<Gpu>>,
 }
@@ -52,6 +55,8 @@ pub struct Host {
     pub imex: Vec<DeviceNode>,
     /// Requested IMEX channel nodes that do not exist.
     pub imex_missing: Vec<String>,
+    /// The requested gated devices this host has.
+    pub gated: GatedDevices,
 }
 
 /// The driver root, opened for confined lookups; failing is upstream's initialization error.
@@ -129,6 +134,7 @@ pub fn read_host(roots: &Roots, q: &HostQuery) -> Result<Host> {
         mig_minors,
         imex,
         imex_missing,
+        gated: find_gated(roots, &q.gated),
         uvm: find_node(roots, "/dev/nvidia-uvm"),
         uvm_tools: find_node(roots, "/dev/nvidia-uvm-tools"),
         modeset: find_node(roots, "/dev/nvidia-modeset"),

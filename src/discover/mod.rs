@@ -6,6 +6,7 @@ pub mod devices;
 pub mod driver;
 pub mod elf;
 pub mod files;
+pub mod gated;
 pub mod gpus;
 pub mod host;
 pub mod ldcache;

@@ -213,7 +213,7 @@ fn open_source<'a>(
                 && major(stat.st_rdev) as u32 == ma
                 && minor(stat.st_rdev) as u32 == mi
         }
-        Kind::DeviceDir => ty == SFlag::S_IFDIR,
+        Kind::DeviceDir | Kind::Dir => ty == SFlag::S_IFDIR,
         Kind::Proc => ty == SFlag::S_IFREG || ty == SFlag::S_IFDIR,
     };
     if !ok {

@@ -4,6 +4,7 @@
 
 mod driver_files;
 pub mod elf;
+mod gated;
 mod host;
 
 use std::ffi::OsString;
@@ -104,6 +105,8 @@ pub struct Spec {
     pub mig: u32,
     /// Skip libraries/binaries/firmware/ld.so.cache (for hosts built from real driver packages).
     pub driver_files: bool,
+    /// The GPUDirect Storage, GDRCopy, MOFED and NVSwitch nodes of an HPC node.
+    pub gated: bool,
 }
 
 pub const DEFAULT_DRIVER_VERSION: &str = "535.104.05";
@@ -137,6 +140,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let mut version = DEFAULT_DRIVER_VERSION.to_string();
     let mut mig = 0u32;
     let mut driver_files = true;
+    let mut gated = false;
     while let Some(arg) = parser.next().map_err(flat)? {
         match arg {
             Long("gpus") => gpus = parser.value()?.parse().map_err(flat)?,
@@ -144,6 +148,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
             Long("driver-version") => version = parser.value()?.string()?,
             Long("mig") => mig = parser.value()?.parse().map_err(flat)?,
             Long("no-driver-files") => driver_files = false,
+            Long("gated") => gated = true,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -180,6 +185,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         driver_version: version,
         mig,
         driver_files,
+        gated,
     }))
 }
 
@@ -210,6 +216,9 @@ pub fn write_host(spec: &Spec) -> Result<Vec<String>> {
     host::write_procfs(&spec, &gpus)?;
     host::write_sysfs(&spec, &gpus)?;
     host::write_dev(&spec, &gpus, &mut notes)?;
+    if spec.gated {
+        gated::write_gated(&spec, &mut notes)?;
+    }
     if spec.driver_files {
         driver_files::write_driver_files(&spec, &gpus)?;
     }
@@ -250,6 +259,9 @@ nvbox at it.
   --driver-version V       NVRM version (default 535.104.05)
   --mig N                  enable MIG with N GPU instances (one compute instance each)
                            on every GPU (MIG-capable models only)
+  --gated                  also the nodes of GPUDirect Storage (/dev/nvidia-fs*), GDRCopy
+                           (/dev/gdrdrv), MOFED (/dev/infiniband/*) and NVSwitch
+                           (/dev/nvidia-nvswitch*), /etc/cufile.json and /run/udev
   --no-driver-files        only the kernel side (procfs, sysfs, /dev): for a driver root
                            made from real driver packages
   -h, --help               this help

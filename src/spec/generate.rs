@@ -17,8 +17,10 @@ use crate::select::Selection;
 use crate::spec::cdi::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec, minimum_version};
 
 mod devices;
+mod gated;
 
 use devices::{gpu_devices, management_nodes};
+pub use gated::{generate_gated_spec, generate_imex_spec};
 
 const FILE_OPTS: &[&str] = &["ro", "nosuid", "nodev", "rbind", "rprivate"];
 const IPC_OPTS: &[&str] = &["nosuid", "nodev", "noexec", "rbind", "rprivate"];
@@ -108,6 +110,7 @@ pub fn edits_from_binds(binds: &[Bind], roots: &Roots) -> ContainerEdits {
             }
             (Root::Driver, Kind::File) => e.mounts.push(mount(b, &roots.driver, FILE_OPTS)),
             (Root::Driver, Kind::Ipc) => e.mounts.push(mount(b, &roots.driver, IPC_OPTS)),
+            (Root::Driver, Kind::Dir) => e.mounts.push(mount(b, &roots.driver, FILE_OPTS)),
             (Root::Dev, Kind::DeviceDir) => e.mounts.push(mount(b, &roots.dev, DIR_OPTS)),
             _ => {}
         }

@@ -11,6 +11,7 @@ use lexopt::prelude::*;
 
 use super::{Global, append, command_help, input_error, prepare_host, string};
 use crate::discover::files::IpcOptions;
+use crate::discover::gated::Gated;
 use crate::discover::host::{HostQuery, read_host};
 use crate::live::{self, Target};
 use crate::plan::{CompatMode, Options, build_plan};
@@ -30,6 +31,8 @@ pub struct ConfigureArgs {
     pub mig_config: Option<String>,
     pub mig_monitor: Option<String>,
     pub imex_channels: Vec<String>,
+    /// Gated devices (the prestart hook passes the container's `NVIDIA_GDS=enabled` …).
+    pub gated: Vec<Gated>,
     pub no_cgroups: bool,
     pub no_devbind: bool,
     pub no_persistenced: bool,
@@ -160,6 +163,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         path_env: std::env::var("PATH").ok(),
         mps_dir: std::env::var("CUDA_MPS_PIPE_DIRECTORY").ok(),
         imex_channels: imex,
+        gated: a.gated.clone(),
         known_gpus,
     };
     let host = read_host(&roots, &query)?;

@@ -12,12 +12,13 @@ use serde_json::{Value, json};
 use crate::applets::cli::{self, Global};
 use crate::config::Config;
 use crate::discover::files::IpcOptions;
+use crate::discover::gated::find_gated;
 use crate::discover::host::{HostQuery, read_host};
 use crate::plan::{self, CompatMode, Options, Plan};
 use crate::request::{Caps, Devices, Request};
 use crate::select::select_devices;
 use crate::spec::cdi::{self, ContainerEdits};
-use crate::spec::generate::{HookCommand, edits_from_plan};
+use crate::spec::generate::{HookCommand, edits_from_binds, edits_from_plan};
 use crate::spec::oci;
 
 /// jit-cdi: discover, plan, and write the plan into the spec.
@@ -40,6 +41,7 @@ pub fn inject_jit(
         path_env: std::env::var("PATH").ok(),
         mps_dir: std::env::var("CUDA_MPS_PIPE_DIRECTORY").ok(),
         imex_channels: req.imex_channels.clone(),
+        gated: req.gated.clone(),
         ipc: IpcOptions::default(),
         ..HostQuery::default()
     };
@@ -159,6 +161,26 @@ pub fn inject_cdi(spec: &mut Value, cfg: &Config, req: &Request) -> Result<()> {
         cdi::apply_edits(spec, e)?;
     }
     Ok(())
+}
+
+/// The gated devices of cdi and csv modes, which have no plan of their own: discovered, made
+/// plan data and turned into edits as jit-cdi's are. Upstream's cdi mode drops them silently.
+pub fn inject_gated(spec: &mut Value, cfg: &Config, req: &Request) -> Result<()> {
+    if req.gated.is_empty() {
+        return Ok(());
+    }
+    let g = Global {
+        config: Some(cfg.clone()),
+        ..Global::default()
+    };
+    let roots = cli::roots(&g)?;
+    let mut plan = Plan::default();
+    plan::add_gated(
+        &mut plan,
+        &Options::default(),
+        &find_gated(&roots, &req.gated),
+    );
+    cdi::apply_edits(spec, &edits_from_binds(&plan.binds, &roots))
 }
 
 /// csv (Tegra): the mount spec files turned into edits; `all_files` is

@@ -249,6 +249,10 @@ fn modify_bundle(scan: &args::Scan, cfg: &Config, cfg_path: Option<&Path>) -> Re
                     }
                     _ => jit::inject_jit(&mut file.value, cfg, cfg_path, &req, &rootfs)?,
                 }
+                // jit-cdi's plan has them already.
+                if matches!(mode, "cdi" | "csv") {
+                    jit::inject_gated(&mut file.value, cfg, &req)?;
+                }
                 true
             } else {
                 false

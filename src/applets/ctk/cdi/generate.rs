@@ -11,9 +11,13 @@ use anyhow::{Context, Result, bail};
 use super::{Flag, Format, env_list, log_warn, next_flag, parse_bool, split_list, write_spec};
 use crate::applets::ctk::Global;
 use crate::discover::Roots;
+use crate::discover::gated::Gated;
 use crate::discover::host::{HostQuery, read_host};
 use crate::spec::cdi::parse_qualified_name;
-use crate::spec::generate::{GenerateOptions, HookCommand, NameStrategy, generate_spec};
+use crate::spec::generate::{
+    GenerateOptions, HookCommand, NameStrategy, generate_gated_spec, generate_imex_spec,
+    generate_spec,
+};
 
 /// Driver binaries are looked up in fixed directories: a spec must not depend on the caller.
 const BIN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -88,11 +92,18 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
     };
     fill_from_env(&mut a);
     let cfg = super::load_config(g)?;
-    let mode = a.mode.clone().unwrap_or_else(|| "auto".to_owned());
+    let mode = a
+        .mode
+        .clone()
+        .unwrap_or_else(|| "auto".to_owned())
+        .to_lowercase();
+    let gated = Gated::from_mode(&mode);
+    let imex = mode == "imex";
     let management = match mode.as_str() {
         "auto" | "nvml" => false,
         "management" => true,
-        "csv" | "gdrcopy" | "gds" | "imex" | "mofed" | "nvswitch" | "wsl" => {
+        _ if gated.is_some() || imex => false,
+        "csv" | "wsl" => {
             bail!("failed to create CDI library: mode {mode:?} is not supported by nvbox")
         }
         _ => bail!("invalid discovery mode: {mode}"),
@@ -106,7 +117,17 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         }
         .to_owned()
     });
-    let class = a.class.clone().unwrap_or_else(|| "gpu".to_owned());
+    // Upstream's command line defaults every mode to `gpu`, so a gated spec's `all` collides
+    // with the GPU spec's in the same directory and the CDI registry drops both; its library
+    // names the class after the mode, which is what nvbox defaults to.
+    let class = a.class.clone().unwrap_or_else(|| {
+        match gated {
+            Some(kind) => kind.name(),
+            None if imex => "imex-channel",
+            None => "gpu",
+        }
+        .to_owned()
+    });
     parse_qualified_name(&format!("{vendor}/{class}=x"))
         .context("invalid CDI vendor or class name")?;
     let mut strategies = Vec::new();
@@ -139,6 +160,27 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         a.proc_root.as_deref().or(cfg.nvbox.proc_root.as_deref()),
         a.sys_root.as_deref().or(cfg.nvbox.sys_root.as_deref()),
     );
+    if gated.is_some() || imex {
+        let opts = GenerateOptions {
+            vendor,
+            class,
+            strategies,
+            device_ids,
+            no_all_device: no_all,
+            management: false,
+            disabled_hooks: Vec::new(),
+            enabled_hooks: Vec::new(),
+            hook: HookCommand::new(String::new(), Vec::new()),
+            ldconfig_path: None,
+        };
+        let spec = match gated {
+            Some(kind) => generate_gated_spec(&roots, kind, &opts),
+            None => generate_imex_spec(&roots, &opts),
+        }
+        .context("failed to generate CDI spec")?;
+        write_spec(&spec, format, a.output.as_deref())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let query = HostQuery {
         gpus: !management,
         path_env: Some(BIN_PATH.to_owned()),
@@ -243,7 +285,8 @@ USAGE:
 OPTIONS:
    --output value                    the path where the spec is written (default: stdout) [$NVIDIA_CTK_CDI_OUTPUT_FILE_PATH]
    --format value                    json or yaml (default: yaml) [$NVIDIA_CTK_CDI_GENERATE_OUTPUT_FORMAT]
-   --mode value, --discovery-mode    auto, nvml or management (default: auto) [$NVIDIA_CTK_CDI_GENERATE_MODE]
+   --mode value, --discovery-mode    auto, nvml, management, gds, mofed, gdrcopy, nvswitch or imex
+                                     (default: auto) [$NVIDIA_CTK_CDI_GENERATE_MODE]
    --device-name-strategy value      index, uuid, type-index (default: index, uuid) [$NVIDIA_CTK_CDI_GENERATE_DEVICE_NAME_STRATEGIES]
    --driver-root value               the driver root (default: /) [$NVIDIA_CTK_DRIVER_ROOT]
    --dev-root value                  where /dev is read (default: the driver root) [$NVIDIA_CTK_DEV_ROOT]
@@ -252,7 +295,8 @@ OPTIONS:
    --nvidia-cdi-hook-path value      the hook binary [$NVIDIA_CTK_CDI_HOOK_PATH]
    --ldconfig-path value             ldconfig for the update-ldcache hook [$NVIDIA_CTK_CDI_GENERATE_LDCONFIG_PATH]
    --vendor value, --cdi-vendor      (default: nvidia.com) [$NVIDIA_CTK_CDI_GENERATE_VENDOR]
-   --class value, --cdi-class        (default: gpu) [$NVIDIA_CTK_CDI_GENERATE_CLASS]
+   --class value, --cdi-class        (default: gpu; the mode's name for gds, mofed, gdrcopy and
+                                     nvswitch; imex-channel for imex) [$NVIDIA_CTK_CDI_GENERATE_CLASS]
    --device-id value                 all, none, or device ids (default: all) [$NVIDIA_CTK_CDI_GENERATE_DEVICE_IDS]
    --no-all-device                   no `all` device (default: false) [$NVIDIA_CTK_CDI_GENERATE_NO_ALL_DEVICE]
    --disable-hook value              hooks to leave out, or all [$NVIDIA_CTK_CDI_GENERATE_DISABLED_HOOKS]
