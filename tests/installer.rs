@@ -551,3 +551,16 @@ fn containerd_started_on_the_installed_config_runs_a_gpu_pod() {
 fn script() -> String {
     format!("{}\necho {DONE}; exec sleep 1000000", probe_with_env())
 }
+
+/// `nvidia-toolkit`, the name GPU Operators before upstream 1.18 exec, runs the installer, but
+/// is not an installable applet (`nvbox --list` leaves it out).
+#[test]
+fn nvidia_toolkit_alias_is_the_installer() {
+    let dir = TempDir::new("inst-alias");
+    let link = dir.path().join("nvidia-toolkit");
+    std::os::unix::fs::symlink(nvbox(), &link).unwrap();
+    let out = Command::new(&link).arg("--help").output().unwrap();
+    assert!(ok(&out).contains("nvidia-ctk-installer - Install the NVIDIA Container Toolkit"));
+    let list = Command::new(nvbox()).arg("--list").output().unwrap();
+    assert!(!stdout(&list).lines().any(|l| l == "nvidia-toolkit"));
+}
