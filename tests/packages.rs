@@ -137,6 +137,15 @@ fn dpkg_root(root: &Path) {
     for a in ["sh", "rm", "ln", "cat", "ldconfig", "start-stop-daemon"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
     }
+    // systemd's own targets, which `systemd-analyze verify --root` resolves the units against.
+    let units = root.join("lib/systemd/system");
+    std::fs::create_dir_all(&units).unwrap();
+    for e in std::fs::read_dir("/lib/systemd/system").unwrap().flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().ends_with(".target") && e.path().is_file() {
+            std::fs::copy(e.path(), units.join(&name)).unwrap();
+        }
+    }
 }
 
 fn dpkg(root: &Path, args: &[&str]) -> Output {
