@@ -12,8 +12,13 @@ use crate::discover::gpus::CAPS_DIR;
 use crate::discover::host::Host;
 use crate::discover::ldcache;
 use crate::discover::tables::Group;
+use crate::discover::wsl::{self as wsl_dirs, Wsl};
 use crate::request::Caps;
 use crate::select::Selection;
+
+mod graphics;
+
+pub use graphics::build_graphics_plan;
 
 pub const PROC_NVIDIA: &str = "/proc/driver/nvidia";
 pub const APP_PROFILE_DIR: &str = "/etc/nvidia/nvidia-application-profiles-rc.d";
@@ -57,6 +62,10 @@ pub struct Options {
     pub mig_config: bool,
     pub mig_monitor: bool,
     pub compat_mode: CompatMode,
+    /// The toolkit's graphics pieces with `graphics`/`display`: config files, EGL platform
+    /// libraries, X.Org modules, the selected GPUs' DRM nodes and their by-path links
+    /// (libnvidia-container has none of them; see [`add_graphics`]).
+    pub graphics: bool,
 }
 
 /// Where things go in this container's rootfs, as probed there (§5.2 directory selection).
@@ -184,6 +193,9 @@ pub fn build_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) ->
     if compute_libs {
         add_compat_libs(&mut p, host, o.compat_mode, layout, native);
     }
+    if o.graphics {
+        graphics::add_graphics(&mut p, host, sel, o, layout);
+    }
     for fw in &host.firmwares {
         p.bind(Root::Driver, fw, fw, Kind::File);
     }
@@ -245,6 +257,37 @@ pub fn build_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) ->
     }
     add_gated(&mut p, o, &host.gated);
     Ok(p)
+}
+
+/// WSL2 (upstream `--mode wsl`): `/dev/dxg`, the files of the NVIDIA driver store and
+/// `/usr/lib/wsl/lib` at their own paths (the loaders find the store by its path), the store's
+/// `nvidia-smi` linked as `/usr/bin/nvidia-smi`, and the loader cache over the store and
+/// `/usr/lib/wsl/lib`. No procfs: WSL has no `/proc/driver/nvidia`.
+pub fn build_wsl_plan(wsl: &Wsl, o: &Options) -> Plan {
+    let mut p = Plan::default();
+    let native = ldcache::FLAG_ELF_LIBC6 | native_arch_flag();
+    for f in &wsl.files {
+        p.bind(Root::Driver, &f.path, &f.path, Kind::File);
+    }
+    for dir in [wsl.store.path.as_str(), wsl_dirs::WSL_LIB] {
+        for f in wsl
+            .files
+            .iter()
+            .filter(|f| f.path.rsplit_once('/').map(|(d, _)| d) == Some(dir))
+        {
+            if let Some(soname) = &f.soname {
+                let name = f.path.rsplit('/').next().unwrap_or_default();
+                p.add_cache(dir, soname, name, native);
+            }
+        }
+    }
+    p.cache_dirs = vec![wsl.store.path.clone(), wsl_dirs::WSL_LIB.to_owned()];
+    if let Some(smi) = wsl.nvidia_smi() {
+        p.symlinks
+            .push(("/usr/bin/nvidia-smi".to_owned(), smi.to_owned()));
+    }
+    p.add_device(o, &wsl.dxg.path, wsl.dxg.major, wsl.dxg.minor);
+    p
 }
 
 /// The gated devices the container asked for and the host has: their nodes, and GDS's files
@@ -349,7 +392,8 @@ fn newer_major(major: &str, version: &str) -> bool {
     major.parse::<u64>().is_ok_and(|m| m > host)
 }
 
-fn native_arch_flag() -> i32 {
+/// The loader-cache tag of this machine's native libraries.
+pub fn native_arch_flag() -> i32 {
     match std::env::consts::ARCH {
         "aarch64" => ldcache::FLAG_AARCH64_LIB64,
         "powerpc64" => ldcache::FLAG_POWERPC_LIB64,
@@ -421,6 +465,12 @@ impl Plan {
             if !self.symlinks.iter().any(|(l, _)| *l == path) {
                 self.symlinks.push((path, target));
             }
+        }
+    }
+
+    fn add_symlink(&mut self, link: String, target: String) {
+        if !self.symlinks.iter().any(|(l, _)| *l == link) {
+            self.symlinks.push((link, target));
         }
     }
 

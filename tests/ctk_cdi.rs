@@ -2,6 +2,8 @@
 //! real Podman (reference nvidia-container-toolkit.md §7, §10 case 12).
 
 mod common;
+#[path = "ctk_cdi/graphics.rs"]
+mod graphics;
 
 use std::path::Path;
 use std::process::Output;

@@ -11,6 +11,7 @@ use super::driver::{Driver, read_driver};
 use super::files::{self, Binary, Bits, IpcOptions, Library};
 use super::gated::{Gated, GatedDevices, find_gated};
 use super::gpus::{CAPS_DIR, Gpu, MIG_MINORS, parse_cap_minor, read_gpus};
+use super::graphics::{Graphics, read_graphics};
 use super::root::RootDir;
 use super::tables::Group;
 
@@ -32,6 +33,8 @@ pub struct HostQuery {
     pub gated: Vec<Gated>,
     /// GPUs the caller has already read (`--load-kmods`), used instead of reading them again.
     pub known_gpus: Option<Vec<Gpu>>,
+    /// The toolkit's graphics files and DRM nodes (jit-cdi, `cdi generate`, legacy runtime).
+    pub graphics: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +58,8 @@ pub struct Host {
     pub imex: Vec<DeviceNode>,
     /// Requested IMEX channel nodes that do not exist.
     pub imex_missing: Vec<String>,
+    /// Empty unless the query asked for graphics.
+    pub graphics: Graphics,
     /// The requested gated devices this host has.
     pub gated: GatedDevices,
 }
@@ -129,7 +134,20 @@ pub fn read_host(roots: &Roots, q: &HostQuery) -> Result<Host> {
             None => imex_missing.push(path),
         }
     }
+    let graphics = if q.graphics {
+        let mut dirs: Vec<String> = Vec::new();
+        for lib in &libs {
+            let dir = lib.path.rsplit_once('/').map_or("/", |(d, _)| d).to_owned();
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        read_graphics(&root, roots, &gpus, &driver.version, &dirs)
+    } else {
+        Graphics::default()
+    };
     Ok(Host {
+        graphics,
         cap_minors,
         mig_minors,
         imex,

@@ -8,6 +8,7 @@ mod layout;
 pub mod ldcache;
 pub mod ldconfig;
 mod mount;
+pub mod owner;
 mod procfs;
 pub mod rootfs;
 
@@ -24,12 +25,15 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 
 pub use layout::probe_layout;
 
+use crate::discover::Roots;
 use crate::discover::files::lower_io;
 use crate::discover::host::Host;
 use crate::discover::root::{RootDir, file_type};
 use crate::plan::{APP_PROFILE, APP_PROFILE_DIR, Bind, Kind, Plan, Root};
+use crate::privilege::{self, Phase};
 use crate::sys::process::{Forked, fork_single_threaded};
 use mount::Source;
+use owner::Owner;
 use rootfs::{Created, Rootfs, kind};
 
 /// The container to configure.
@@ -70,8 +74,32 @@ pub fn apply(
     t: &Target,
     ldconfig: Option<&ldconfig::Program>,
 ) -> Result<()> {
+    apply_from(&host.roots, plan, t, ldconfig)
+}
+
+/// [`apply`] for a plan whose sources are under `host` (a WSL2 plan has no [`Host`]).
+pub fn apply_from(
+    host: &Roots,
+    plan: &Plan,
+    t: &Target,
+    ldconfig: Option<&ldconfig::Program>,
+) -> Result<()> {
+    if !plan.cgroup.is_empty() && privilege::in_user_namespace() {
+        // A rootless engine: the device cgroup belongs to a more privileged namespace.
+        bail!(
+            "cgroup error: cannot program the device cgroup from a user namespace (rootless \
+             engine); set no-cgroups = true in [nvidia-container-cli] and let the engine own \
+             device access"
+        );
+    }
+    privilege::enter(Phase::Container);
+    let owner = owner::container_owner(t.pid)?;
+    if let Some(o) = owner {
+        crate::info!("user namespace: creating files as {}:{}", o.uid, o.gid);
+    }
     let use_new = mount::new_api();
     let proc_files = read_proc_files(host, plan);
+    privilege::enter(Phase::Mount);
     let mut prepared = Vec::with_capacity(plan.binds.len());
     let mut roots: [Option<RootDir>; 3] = [None, None, None];
     for bind in &plan.binds {
@@ -109,7 +137,15 @@ pub fn apply(
             if orphaned {
                 crate::sys::process::exit_child(1);
             }
-            let result = enter_and_apply(&ns, t, plan, &proc_files, &prepared, use_new, ldconfig);
+            let result = enter_and_apply(
+                Entry { mnt: &ns, owner },
+                t,
+                plan,
+                &proc_files,
+                &prepared,
+                use_new,
+                ldconfig,
+            );
             let code = match result {
                 Ok(()) => 0,
                 Err(e) => {
@@ -140,6 +176,7 @@ pub fn apply(
         }
     }
     if !plan.cgroup.is_empty() {
+        privilege::enter(Phase::Cgroup);
         let rules: Vec<cgroup::DeviceRule> = plan
             .cgroup
             .iter()
@@ -149,16 +186,15 @@ pub fn apply(
         cgroup::allow_devices(&cg, &rules).context("cgroup error")?;
         crate::info!("allowed {} devices in {}", rules.len(), cg.path.display());
     }
+    privilege::enter(Phase::Done);
     Ok(())
 }
 
 /// `params` (rewritten), `version`, `registry` from the host's procfs; absent ones are skipped.
-fn read_proc_files(host: &Host, plan: &Plan) -> Vec<(&'static str, Vec<u8>)> {
+fn read_proc_files(host: &Roots, plan: &Plan) -> Vec<(&'static str, Vec<u8>)> {
     let mut files = Vec::new();
     for name in &plan.proc_files {
-        let path = host
-            .roots
-            .proc_path(&format!("{}/{name}", crate::plan::PROC_NVIDIA));
+        let path = host.proc_path(&format!("{}/{name}", crate::plan::PROC_NVIDIA));
         match std::fs::read(&path) {
             Ok(data) if *name == "params" => files.push((
                 *name,
@@ -173,15 +209,15 @@ fn read_proc_files(host: &Host, plan: &Plan) -> Vec<(&'static str, Vec<u8>)> {
 
 /// Open and check a source on the host. Rootfs sources are opened later, inside the container.
 fn open_source<'a>(
-    host: &Host,
+    host: &Roots,
     bind: &'a Bind,
     use_new: bool,
     roots: &mut [Option<RootDir>; 3],
 ) -> Result<Prepared<'a>> {
     let (slot, base): (usize, &Path) = match bind.root {
-        Root::Driver => (0, &host.roots.driver),
-        Root::Dev => (1, &host.roots.dev),
-        Root::Proc => (2, &host.roots.proc),
+        Root::Driver => (0, &host.driver),
+        Root::Dev => (1, &host.dev),
+        Root::Proc => (2, &host.proc),
         Root::Rootfs => {
             return Ok(Prepared {
                 bind,
@@ -237,8 +273,15 @@ fn open_source<'a>(
 }
 
 /// The child: enter, apply, and on failure undo.
+/// What the child needs to become a writer in the container: its mount namespace, and the
+/// ids of its root when those are not ours.
+struct Entry<'a> {
+    mnt: &'a OwnedFd,
+    owner: Option<Owner>,
+}
+
 fn enter_and_apply(
-    ns: &OwnedFd,
+    entry: Entry,
     t: &Target,
     plan: &Plan,
     proc_files: &[(&str, Vec<u8>)],
@@ -246,8 +289,13 @@ fn enter_and_apply(
     use_new: bool,
     ldconfig: Option<&ldconfig::Program>,
 ) -> Result<()> {
-    setns(ns.as_fd(), CloneFlags::CLONE_NEWNS)
+    setns(entry.mnt.as_fd(), CloneFlags::CLONE_NEWNS)
         .map_err(|e| anyhow!("container error: setns: {}", e.desc().to_lowercase()))?;
+    let owner = entry.owner;
+    if let Some(o) = owner {
+        owner::become_owner(o)?;
+        privilege::enter(Phase::Mount);
+    }
     let root = Rootfs::open(&t.rootfs)
         .map_err(|e| anyhow!("container error: {}: {e}", t.rootfs.display()))?;
     let mut mounted: Vec<OwnedFd> = Vec::new();
@@ -262,11 +310,22 @@ fn enter_and_apply(
         &mut created,
     )
     .and_then(|()| match ldconfig {
-        Some(program) => ldconfig::run(&root, program, &plan.cache_dirs),
+        Some(program) => {
+            privilege::enter(Phase::Ldconfig);
+            ldconfig::run(&root, program, &plan.cache_dirs, owner)
+        }
         None if plan.cache.is_empty() => Ok(()),
-        None => ldcache::update_cache_tracked(&root, &plan.cache, &mut created)
-            .map_err(|e| anyhow!("ldcache error: {e}")),
+        None => {
+            // The image's cache is parsed with no capability at all.
+            privilege::enter(Phase::Ldcache);
+            ldcache::update_cache_tracked(&root, &plan.cache, &mut created)
+                .map_err(|e| anyhow!("ldcache error: {e}"))
+        }
     });
+    if result.is_err() {
+        // Undoing needs what doing needed.
+        privilege::enter(Phase::Mount);
+    }
     if result.is_err() {
         for m in mounted.iter().rev() {
             mount::detach(m);
@@ -292,9 +351,12 @@ fn apply_all(
     mounted: &mut Vec<OwnedFd>,
     created: &mut Vec<Created>,
 ) -> Result<()> {
-    let m = procfs::mount_proc(root, proc_files, created)
-        .map_err(|e| anyhow!("mount error: tmpfs on {}: {e}", crate::plan::PROC_NVIDIA))?;
-    mounted.push(m);
+    // A plan without procfs files (WSL2, which has no /proc/driver/nvidia) gets no tmpfs there.
+    if !plan.proc_files.is_empty() {
+        let m = procfs::mount_proc(root, proc_files, created)
+            .map_err(|e| anyhow!("mount error: tmpfs on {}: {e}", crate::plan::PROC_NVIDIA))?;
+        mounted.push(m);
+    }
     if let Some(mask) = plan.app_profile {
         let text = crate::plan::app_profile_text(mask);
         let m = procfs::mount_tmpfs(

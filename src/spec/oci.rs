@@ -48,8 +48,10 @@ impl SpecFile {
                 .create_new(true)
                 .mode(mode)
                 .open(&tmp)?;
-            serde_json::to_writer(&mut f, &self.value)?;
-            f.write_all(b"\n")?;
+            // One write: serde_json on a bare File makes one write(2) per token (thousands).
+            let mut bytes = serde_json::to_vec(&self.value)?;
+            bytes.push(b'\n');
+            f.write_all(&bytes)?;
             std::fs::rename(&tmp, &self.path)
         };
         write().map_err(|e| {

@@ -172,7 +172,25 @@ pub struct ShimRun {
 /// cgroup, optionally `runc update UPDATE… ID` and the cgroup again, then `runc start` and the
 /// container's output read to its end.
 pub fn run_shim(bundle: &mut Bundle, config: &Path, update: &[&str]) -> ShimRun {
-    run_shim_with(shim_command(config), bundle, update)
+    run_shim_via(&[], bundle, config, update)
+}
+
+/// [`run_shim`] with the shim started as the last argument of `wrap` (a program that sets up
+/// its environment, then execs the rest of its arguments).
+pub fn run_shim_via(wrap: &[&str], bundle: &mut Bundle, config: &Path, update: &[&str]) -> ShimRun {
+    let cmd = match wrap {
+        [] => shim_command(config),
+        [program, rest @ ..] => {
+            let mut c = Command::new(program);
+            c.args(rest)
+                .arg(shim_path())
+                .env("PATH", shim_env_path())
+                .env("NVIDIA_CTK_CONFIG_FILE_PATH", config)
+                .env_remove("XDG_CONFIG_HOME");
+            c
+        }
+    };
+    run_shim_with(cmd, bundle, update)
 }
 
 /// [`run_shim`] with another runtime command (an installed toolkit's, say).

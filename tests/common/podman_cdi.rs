@@ -47,7 +47,6 @@ impl CdiPodman {
         if Path::new("/etc/cdi").is_dir() {
             hide_etc = "mount -t tmpfs none /etc/cdi && ".to_owned();
         }
-        let made_run_cdi = !Path::new("/run/cdi").exists();
         let inner = format!(
             "mkdir -p /run/cdi && mount --bind {} /run/cdi && {hide_etc}{} run --rm \
              --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network none \
@@ -61,10 +60,9 @@ impl CdiPodman {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        if made_run_cdi {
-            // Only the empty mount point was visible on the host.
-            let _ = std::fs::remove_dir("/run/cdi");
-        }
+        // The empty mount point stays on the host: removing it would detach the bind mount of
+        // a run going on at the same time (rmdir of a mount point in another namespace detaches
+        // it there), and that run's podman would find no spec.
         out
     }
 }
