@@ -7,6 +7,8 @@ use std::fmt;
 
 use anyhow::{Result, bail};
 
+use crate::discover::csv::CsvFiles;
+use crate::discover::devices::DeviceNode;
 use crate::discover::gated::GatedDevices;
 use crate::discover::gpus::CAPS_DIR;
 use crate::discover::host::Host;
@@ -287,6 +289,36 @@ pub fn build_wsl_plan(wsl: &Wsl, o: &Options) -> Plan {
             .push(("/usr/bin/nvidia-smi".to_owned(), smi.to_owned()));
     }
     p.add_device(o, &wsl.dxg.path, wsl.dxg.major, wsl.dxg.minor);
+    p
+}
+
+/// Tegra from its CSV files (libnvidia-container's Jetson support): the `dev` nodes, the files
+/// and directories at their own paths, the library and `sym` links, and the loader cache for
+/// the libraries. No procfs: nvgpu has no `/proc/driver/nvidia`.
+pub fn build_csv_plan(nodes: &[DeviceNode], files: &CsvFiles, o: &Options) -> Plan {
+    let mut p = Plan::default();
+    for n in nodes {
+        p.add_device(o, &n.path, n.major, n.minor);
+    }
+    for m in &files.mounts {
+        let kind = if m.dir { Kind::Dir } else { Kind::File };
+        p.bind(Root::Driver, &m.path, &m.path, kind);
+    }
+    for (link, target) in files.library_links.iter().chain(&files.links) {
+        if !p.symlinks.iter().any(|(l, _)| l == link) {
+            p.symlinks.push((link.clone(), target.clone()));
+        }
+    }
+    let native = ldcache::FLAG_ELF_LIBC6 | native_arch_flag();
+    for lib in &files.libraries {
+        let (dir, file) = lib.path.rsplit_once('/').unwrap_or(("", &lib.path));
+        if let Some(soname) = &lib.soname {
+            p.add_cache(dir, soname, file, native);
+            if !p.cache_dirs.iter().any(|d| d == dir) {
+                p.cache_dirs.push(dir.to_owned());
+            }
+        }
+    }
     p
 }
 

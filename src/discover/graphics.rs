@@ -133,24 +133,25 @@ pub fn config_search_paths() -> Vec<String> {
 }
 
 /// Read what graphics needs. `lib_dirs` are the directories of the driver libraries already
-/// found (searched first); nothing here is an error: a missing file is simply not offered.
+/// found (searched first), `search` where config files are looked for in the driver root
+/// ([`config_search_paths`]); nothing here is an error: a missing file is simply not offered.
 pub fn read_graphics(
     root: &RootDir,
     roots: &Roots,
     gpus: &[Gpu],
     version: &str,
     lib_dirs: &[String],
+    search: &[String],
 ) -> Graphics {
     let mut g = Graphics::default();
     let mut look = Lookup::new(root);
-    let search = config_search_paths();
     for name in SHARE_CONFIGS {
-        add_config(&mut g, &mut look, name, &search, "/usr/share");
+        add_config(&mut g, &mut look, name, search, "/usr/share");
     }
     for name in ETC_CONFIGS {
-        add_config(&mut g, &mut look, name, &search, "/etc");
+        add_config(&mut g, &mut look, name, search, "/etc");
     }
-    let mut vulkan_dirs = search.clone();
+    let mut vulkan_dirs = search.to_vec();
     vulkan_dirs.push("/".to_owned());
     for name in vulkan_configs() {
         add_config(&mut g, &mut look, name, &vulkan_dirs, "/etc");
@@ -366,11 +367,12 @@ fn version_key(name: &str) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-/// The DT_SONAME of a small library (EGL platform libraries are tens of KiB).
+/// The DT_SONAME of a small library (EGL platform libraries are tens of KiB; at most 1 MiB is
+/// read, and a soname past it falls back to the name's major version).
 fn read_soname(found: super::root::Found) -> Option<String> {
     let mut data = Vec::new();
     std::fs::File::from(found.fd)
-        .take(4 << 20)
+        .take(1 << 20)
         .read_to_end(&mut data)
         .ok()?;
     read_elf(&data).ok()?.soname
@@ -420,36 +422,5 @@ fn read_drm(roots: &Roots, gpus: &[Gpu]) -> Vec<DrmNode> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn platform_library_versions() {
-        assert!(matches_version(
-            "libnvidia-egl-gbm.so.1.1.0",
-            "libnvidia-egl-gbm.so",
-            None
-        ));
-        assert!(!matches_version(
-            "libnvidia-egl-gbm.so.1",
-            "libnvidia-egl-gbm.so",
-            None
-        ));
-        // `wayland` must not take `wayland2`'s files.
-        assert!(!matches_version(
-            "libnvidia-egl-wayland2.so.1.0.0",
-            "libnvidia-egl-wayland.so",
-            None
-        ));
-        assert!(matches_version(
-            "libnvidia-vulkan-producer.so.535.104.05",
-            VULKAN_PRODUCER,
-            Some("535.104.05")
-        ));
-        assert!(!matches_version(
-            "libnvidia-vulkan-producer.so.1",
-            VULKAN_PRODUCER,
-            Some("535.104.05")
-        ));
-    }
-}
+#[path = "graphics_tests.rs"]
+mod graphics_tests;

@@ -256,16 +256,29 @@ fn wsl_file(f: Found) -> WslFile {
     }
 }
 
-/// The DT_SONAME of a shared object (its name when it has none); `None` when not ELF. Only the
-/// head is read: the dynamic section of a driver library lies in its first megabyte.
+/// The DT_SONAME of a shared object (its name when it has none); `None` when not ELF. The first
+/// 64 KiB hold the dynamic section of most libraries; up to 1 MiB is read for the others, never
+/// the whole file (the store's libraries are 20-90 MB).
 pub fn read_soname(fd: OwnedFd, name: &str) -> Option<String> {
-    let mut head = Vec::with_capacity(1 << 20);
-    std::fs::File::from(fd)
-        .take(1 << 20)
-        .read_to_end(&mut head)
-        .ok()?;
-    let info = read_elf(&head).ok()?;
-    Some(info.soname.unwrap_or_else(|| name.to_owned()))
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::from(fd);
+    let size = file.metadata().ok()?.len();
+    let mut info = None;
+    for want in [64 << 10, 1 << 20] {
+        let mut head = vec![0u8; size.min(want) as usize];
+        file.read_exact_at(&mut head, 0).ok()?;
+        if !head.starts_with(b"\x7fELF") {
+            return None;
+        }
+        if let Ok(i) = read_elf(&head) {
+            info = Some(i);
+            break;
+        }
+        if size <= want {
+            return None;
+        }
+    }
+    Some(info?.soname.unwrap_or_else(|| name.to_owned()))
 }
 
 #[cfg(test)]

@@ -80,12 +80,6 @@ pub fn set(s: Sets) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether `cap` is still in the bounding set.
-pub fn in_bounding(cap: u32) -> bool {
-    // SAFETY: PR_CAPBSET_READ takes the capability number and reads no memory.
-    unsafe { libc::prctl(libc::PR_CAPBSET_READ, libc::c_ulong::from(cap), 0, 0, 0) == 1 }
-}
-
 /// Remove `cap` from the bounding set (needs CAP_SETPCAP in the effective set).
 pub fn drop_bounding(cap: u32) -> io::Result<()> {
     // SAFETY: PR_CAPBSET_DROP takes the capability number and reads no memory.
