@@ -163,7 +163,9 @@ pub fn select_cdi_libraries(
         let any_version = named(tables::CDI_ANY_VERSION_LIBRARIES)
             || (explicit && named(tables::CDI_EXPLICIT_LIBRARIES));
         let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
-        if !dirs.contains(&dir) {
+        // The tables' libraries were chosen (or refused) already: no need to open them again.
+        let tabled = tables::LIBRARIES.iter().any(|(p, _)| soname.starts_with(p));
+        if tabled || !dirs.contains(&dir) {
             continue;
         }
         let found = match root.open_read(path) {
