@@ -5,6 +5,7 @@
 mod driver_files;
 pub mod elf;
 mod host;
+mod layouts;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -104,6 +105,8 @@ pub struct Spec {
     pub mig: u32,
     /// Skip libraries/binaries/firmware/ld.so.cache (for hosts built from real driver packages).
     pub driver_files: bool,
+    /// Libraries and firmware of a few hundred bytes instead of their real sizes and layouts.
+    pub stub_libraries: bool,
 }
 
 pub const DEFAULT_DRIVER_VERSION: &str = "535.104.05";
@@ -137,6 +140,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let mut version = DEFAULT_DRIVER_VERSION.to_string();
     let mut mig = 0u32;
     let mut driver_files = true;
+    let mut stub_libraries = false;
     while let Some(arg) = parser.next().map_err(flat)? {
         match arg {
             Long("gpus") => gpus = parser.value()?.parse().map_err(flat)?,
@@ -144,6 +148,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
             Long("driver-version") => version = parser.value()?.string()?,
             Long("mig") => mig = parser.value()?.parse().map_err(flat)?,
             Long("no-driver-files") => driver_files = false,
+            Long("stub-libraries") => stub_libraries = true,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -180,6 +185,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         driver_version: version,
         mig,
         driver_files,
+        stub_libraries,
     }))
 }
 
@@ -240,7 +246,7 @@ fn toml_string(p: &Path) -> String {
 const HELP: &str = "Usage: nvbox mock DIR [OPTION...]
 Write a simulated GPU host into DIR: procfs (/proc/driver/nvidia, /proc/devices), sysfs
 (/sys/bus/pci/devices), device nodes (/dev/nvidia*, needs root), driver libraries as valid ELF
-shared objects with their soname links, an ld.so.cache, driver binaries and GSP firmware.
+shared objects at their real sizes and layouts (sparse) with their soname links, an ld.so.cache, driver binaries and GSP firmware.
 DIR serves as the driver, dev, proc and sys root at once. Prints the config.toml that points
 nvbox at it.
 
@@ -252,5 +258,7 @@ nvbox at it.
                            on every GPU (MIG-capable models only)
   --no-driver-files        only the kernel side (procfs, sysfs, /dev): for a driver root
                            made from real driver packages
+  --stub-libraries         driver libraries and firmware of a few hundred bytes instead of
+                           their real sizes and layouts (sparse files, no disk used)
   -h, --help               this help
 ";

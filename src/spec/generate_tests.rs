@@ -23,6 +23,7 @@ fn mock_host(tag: &str, gpus: usize, mig: u32) -> (MockHost, Host) {
         driver_version: mock::DEFAULT_DRIVER_VERSION.to_owned(),
         mig,
         driver_files: true,
+        stub_libraries: false,
     };
     mock::write_host(&spec).unwrap();
     let roots = Roots::new(Some(&dir), Some(&dir), Some(&dir), Some(&dir));
