@@ -7,10 +7,12 @@ use std::fmt;
 
 use anyhow::{Result, bail};
 
+use crate::discover::gated::GatedDevices;
 use crate::discover::gpus::CAPS_DIR;
 use crate::discover::host::Host;
 use crate::discover::ldcache;
 use crate::discover::tables::Group;
+use crate::discover::wsl::{self as wsl_dirs, Wsl};
 use crate::request::Caps;
 use crate::select::Selection;
 
@@ -56,6 +58,10 @@ pub struct Options {
     pub mig_config: bool,
     pub mig_monitor: bool,
     pub compat_mode: CompatMode,
+    /// The toolkit's graphics pieces with `graphics`/`display`: config files, EGL platform
+    /// libraries, X.Org modules, the selected GPUs' DRM nodes and their by-path links
+    /// (libnvidia-container has none of them; see [`add_graphics`]).
+    pub graphics: bool,
 }
 
 /// Where things go in this container's rootfs, as probed there (§5.2 directory selection).
@@ -89,6 +95,8 @@ pub enum Kind {
     Device { major: u32, minor: u32 },
     /// A directory of device nodes (`/dev/nvidia-caps` for mig-config): `nosuid,noexec`.
     DeviceDir,
+    /// A directory of host files (GDS's `/run/udev`), recursively: `ro,nosuid,nodev`.
+    Dir,
     /// procfs entries exposed in the container's `/proc/driver/nvidia`: `ro,nosuid,nodev,noexec`.
     Proc,
 }
@@ -181,6 +189,9 @@ pub fn build_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) ->
     if compute_libs {
         add_compat_libs(&mut p, host, o.compat_mode, layout, native);
     }
+    if o.graphics {
+        add_graphics(&mut p, host, sel, o, layout);
+    }
     for fw in &host.firmwares {
         p.bind(Root::Driver, fw, fw, Kind::File);
     }
@@ -240,7 +251,119 @@ pub fn build_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) ->
     if let Some(missing) = host.imex_missing.first() {
         bail!("mount error: missing IMEX channel device node: {missing}");
     }
+    add_gated(&mut p, o, &host.gated);
     Ok(p)
+}
+
+/// Only the graphics pieces: what upstream's legacy-mode graphics modifier adds to the spec
+/// beside the prestart hook.
+pub fn build_graphics_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) -> Plan {
+    let mut p = Plan::default();
+    add_graphics(&mut p, host, sel, o, layout);
+    p
+}
+
+/// Upstream's graphics discoverers (internal/discover/graphics.go), on with `graphics` or
+/// `display`: the loaders' config files at their standard container paths, the EGL platform
+/// libraries next to the driver's, the X.Org modules and `nvidia-xconfig` at their own paths,
+/// the links GBM, the Vulkan producer and the GLX server module are opened by, and the DRM
+/// nodes of the GPUs selected whole (a MIG device has none) with their `/dev/dri/by-path` links.
+fn add_graphics(p: &mut Plan, host: &Host, sel: &Selection, o: &Options, layout: &Layout) {
+    let caps = o.caps;
+    if !caps.contains(Caps::GRAPHICS) && !caps.contains(Caps::DISPLAY) {
+        return;
+    }
+    let g = &host.graphics;
+    let version = &host.driver.version;
+    let libs = layout.libs.trim_end_matches('/');
+    let native = ldcache::FLAG_ELF_LIBC6 | native_arch_flag();
+    for lib in &g.libs {
+        let file = p.bind_file(Root::Driver, &lib.path, &layout.libs);
+        p.add_cache(&layout.libs, &lib.soname, &file, native);
+        if !p.cache_dirs.contains(&layout.libs) {
+            p.cache_dirs.push(layout.libs.clone());
+        }
+        if lib.prefix == crate::discover::graphics::VULKAN_PRODUCER {
+            p.add_symlink(format!("{libs}/{}", lib.prefix), file);
+        }
+    }
+    let allocator = format!("libnvidia-allocator.so.{version}");
+    if host.libs.iter().any(|l| l.path.ends_with(&allocator)) {
+        p.add_symlink(
+            format!("{libs}/gbm/nvidia-drm_gbm.so"),
+            "../libnvidia-allocator.so.1".to_owned(),
+        );
+    }
+    for path in &g.files {
+        p.bind(Root::Driver, path, path, Kind::File);
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        if name == format!("{}.{version}", crate::discover::graphics::GLXSERVER) {
+            p.add_symlink(
+                format!("{dir}/{}", crate::discover::graphics::GLXSERVER),
+                name.to_owned(),
+            );
+        }
+    }
+    for (source, target) in &g.configs {
+        p.bind(Root::Driver, source, target, Kind::File);
+    }
+    for &i in &sel.gpus {
+        if sel.migs.iter().any(|&(gpu, _)| gpu == i) {
+            continue;
+        }
+        for node in g.drm.iter().filter(|n| n.gpu == i) {
+            p.add_device(o, &node.path, node.major, node.minor);
+            if let Some((link, target)) = &node.by_path {
+                p.add_symlink(link.clone(), target.clone());
+            }
+        }
+    }
+}
+
+/// WSL2 (upstream `--mode wsl`): `/dev/dxg`, the files of the NVIDIA driver store and
+/// `/usr/lib/wsl/lib` at their own paths (the loaders find the store by its path), the store's
+/// `nvidia-smi` linked as `/usr/bin/nvidia-smi`, and the loader cache over the store and
+/// `/usr/lib/wsl/lib`. No procfs: WSL has no `/proc/driver/nvidia`.
+pub fn build_wsl_plan(wsl: &Wsl, o: &Options) -> Plan {
+    let mut p = Plan::default();
+    let native = ldcache::FLAG_ELF_LIBC6 | native_arch_flag();
+    for f in &wsl.files {
+        p.bind(Root::Driver, &f.path, &f.path, Kind::File);
+    }
+    for dir in [wsl.store.path.as_str(), wsl_dirs::WSL_LIB] {
+        for f in wsl
+            .files
+            .iter()
+            .filter(|f| f.path.rsplit_once('/').map(|(d, _)| d) == Some(dir))
+        {
+            if let Some(soname) = &f.soname {
+                let name = f.path.rsplit('/').next().unwrap_or_default();
+                p.add_cache(dir, soname, name, native);
+            }
+        }
+    }
+    p.cache_dirs = vec![wsl.store.path.clone(), wsl_dirs::WSL_LIB.to_owned()];
+    if let Some(smi) = wsl.nvidia_smi() {
+        p.symlinks
+            .push(("/usr/bin/nvidia-smi".to_owned(), smi.to_owned()));
+    }
+    p.add_device(o, &wsl.dxg.path, wsl.dxg.major, wsl.dxg.minor);
+    p
+}
+
+/// The gated devices the container asked for and the host has: their nodes, and GDS's files
+/// at their host paths. A kind the host lacks adds nothing (upstream fails the container on an
+/// empty CDI device instead).
+pub fn add_gated(p: &mut Plan, o: &Options, gated: &GatedDevices) {
+    for node in &gated.nodes {
+        p.add_device(o, &node.path, node.major, node.minor);
+    }
+    for file in &gated.files {
+        p.bind(Root::Driver, file, file, Kind::File);
+    }
+    for dir in &gated.dirs {
+        p.bind(Root::Driver, dir, dir, Kind::Dir);
+    }
 }
 
 /// `--mig-config all` / `--mig-monitor all`: the whole capabilities tree and every cap node of
@@ -330,7 +453,8 @@ fn newer_major(major: &str, version: &str) -> bool {
     major.parse::<u64>().is_ok_and(|m| m > host)
 }
 
-fn native_arch_flag() -> i32 {
+/// The loader-cache tag of this machine's native libraries.
+pub fn native_arch_flag() -> i32 {
     match std::env::consts::ARCH {
         "aarch64" => ldcache::FLAG_AARCH64_LIB64,
         "powerpc64" => ldcache::FLAG_POWERPC_LIB64,
@@ -405,6 +529,12 @@ impl Plan {
         }
     }
 
+    fn add_symlink(&mut self, link: String, target: String) {
+        if !self.symlinks.iter().any(|(l, _)| *l == link) {
+            self.symlinks.push((link, target));
+        }
+    }
+
     fn add_device(&mut self, o: &Options, path: &str, major: u32, minor: u32) {
         if !o.no_devbind {
             self.bind(Root::Dev, path, path, Kind::Device { major, minor });
@@ -434,6 +564,7 @@ impl fmt::Display for Plan {
                 Kind::Ipc => ("bind", "nosuid,nodev,noexec".to_owned()),
                 Kind::Device { major, minor } => ("device", format!("c {major}:{minor}")),
                 Kind::DeviceDir => ("bind", "nosuid,noexec".to_owned()),
+                Kind::Dir => ("bind", "ro,nosuid,nodev,rec".to_owned()),
                 Kind::Proc => ("bind", "ro,nosuid,nodev,noexec".to_owned()),
             };
             let root = match b.root {
@@ -464,5 +595,47 @@ impl fmt::Display for Plan {
             writeln!(f, "cgroup c {major}:{minor} rw")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::devices::DeviceNode;
+
+    fn gds() -> GatedDevices {
+        GatedDevices {
+            nodes: vec![DeviceNode {
+                path: "/dev/nvidia-fs0".into(),
+                major: 241,
+                minor: 0,
+            }],
+            files: vec!["/etc/cufile.json".into()],
+            dirs: vec!["/run/udev".into()],
+        }
+    }
+
+    #[test]
+    fn gated_nodes_and_files_in_the_plan() {
+        let mut p = Plan::default();
+        add_gated(&mut p, &Options::default(), &gds());
+        assert_eq!(
+            p.to_string(),
+            "tmpfs /proc/driver/nvidia ()\n\
+             device /dev/nvidia-fs0 <- dev-root:/dev/nvidia-fs0 (c 241:0)\n\
+             bind /etc/cufile.json <- driver-root:/etc/cufile.json (ro,nosuid,nodev)\n\
+             bind /run/udev <- driver-root:/run/udev (ro,nosuid,nodev,rec)\n\
+             cgroup c 241:0 rw\n"
+        );
+        // --no-devbind / --no-cgroups apply to them as to the driver's nodes.
+        let mut p = Plan::default();
+        let o = Options {
+            no_devbind: true,
+            no_cgroups: true,
+            ..Options::default()
+        };
+        add_gated(&mut p, &o, &gds());
+        assert_eq!(p.binds.len(), 2);
+        assert!(p.cgroup.is_empty());
     }
 }

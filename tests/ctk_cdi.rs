@@ -2,15 +2,17 @@
 //! real Podman (reference nvidia-container-toolkit.md §7, §10 case 12).
 
 mod common;
+#[path = "ctk_cdi/graphics.rs"]
+mod graphics;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::container::{BUSYBOX, applet_dir, have_prerequisites, make_rootfs, shared_host, text};
+use common::podman_cdi::{CdiPodman, PODMAN};
 use common::{TempDir, command, is_root, nvbox, skip_or_fail};
 use serde_json::Value;
 
-const PODMAN: &str = "/usr/bin/podman";
 const HOOK: &str = "/usr/bin/nvidia-cdi-hook";
 
 fn ctk(config: &Path, args: &[&str]) -> Output {
@@ -320,67 +322,6 @@ fn transform_root_on_host_and_container_side() {
     }));
 }
 
-/// Podman with private storage, reading CDI specs from `spec_dir`. Podman 4.3 has neither
-/// `--cdi-spec-dir` nor `cdi_spec_dirs`, so the spec directory is bind-mounted over
-/// `/var/run/cdi` (and an empty tmpfs over `/etc/cdi`, if the host has one) in a private mount
-/// namespace: the host's CDI directories never see the test spec.
-struct Podman {
-    dir: TempDir,
-}
-
-impl Podman {
-    fn new() -> Podman {
-        Podman {
-            dir: TempDir::new("podman"),
-        }
-    }
-
-    fn base(&self) -> String {
-        let d = self.dir.path().display();
-        format!(
-            "{PODMAN} --cgroup-manager=cgroupfs --storage-driver=vfs --root {d}/root \
-             --runroot {d}/runroot --events-backend=file"
-        )
-    }
-
-    fn import(&self, rootfs: &Path, name: &str) {
-        let script = format!(
-            "tar -C {} -c . | {} import - {name}",
-            rootfs.display(),
-            self.base()
-        );
-        let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
-        assert!(out.status.success(), "podman import: {}", text(&out.stderr));
-    }
-
-    /// `podman run --device DEVICE IMAGE sh -c SCRIPT` in the private namespace.
-    fn run(&self, spec_dir: &Path, device: &str, image: &str, script: &str) -> Output {
-        let mut hide_etc = String::new();
-        if Path::new("/etc/cdi").is_dir() {
-            hide_etc = "mount -t tmpfs none /etc/cdi && ".to_owned();
-        }
-        let made_run_cdi = !Path::new("/run/cdi").exists();
-        let inner = format!(
-            "mkdir -p /run/cdi && mount --bind {} /run/cdi && {hide_etc}{} run --rm \
-             --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network none \
-             --device {device} {image} sh -c \"$0\"",
-            spec_dir.display(),
-            self.base()
-        );
-        let out = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c", &inner, script])
-            .env("NVBOX_LEAK_MARKER", "host-only")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        if made_run_cdi {
-            // Only the empty mount point was visible on the host.
-            let _ = std::fs::remove_dir("/run/cdi");
-        }
-        out
-    }
-}
-
 #[test]
 fn podman_runs_generated_spec() {
     if !have_prerequisites(&[PODMAN, BUSYBOX, "/usr/bin/unshare", "/usr/bin/conmon"]) {
@@ -402,7 +343,7 @@ fn podman_runs_generated_spec() {
             spec_file.to_str().unwrap(),
         ],
     ));
-    let podman = Podman::new();
+    let podman = CdiPodman::new();
     let rootfs = TempDir::new("podman-rootfs");
     make_rootfs(rootfs.path(), true);
     podman.import(rootfs.path(), "nvbox-cdi");

@@ -381,3 +381,37 @@ fn systemd_cgroup_driver_with_legacy_mode_needs_dev_char_links() {
         "{lines:#?}"
     );
 }
+
+/// A gated node left from an earlier load of its driver, whose major now belongs to another
+/// driver, is named with the driver a container asking for it would reach; the rest are fine.
+#[test]
+fn stale_gated_device_node() {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    let Some(s) = Setup::new() else { return };
+    mock(&s.host, &["--gpus", "2", "--gated"]);
+    let (code, lines) = s.doctor_read_only(&[]);
+    assert_healthy(code, &lines);
+    assert!(
+        lines.iter().any(|l| l
+            .starts_with("ok    gated devices  — 25 GDS, MOFED, GDRCopy, NVSwitch or IMEX nodes")),
+        "{lines:#?}"
+    );
+    let node = s.host.join("dev/gdrdrv");
+    std::fs::remove_file(&node).unwrap();
+    mknod(
+        &node,
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        makedev(231, 0),
+    )
+    .unwrap();
+    let (code, lines) = s.doctor_read_only(&[]);
+    let h = s.host.display();
+    assert_eq!(
+        not_ok(&lines),
+        [format!(
+            "warn  device node /dev/gdrdrv  — {h}/dev/gdrdrv is 231:0 but /proc/devices gives major 231 to infiniband_verbs, infiniband_mad, not gdrdrv: a stale node from an earlier load, which a container asking for NVIDIA_GDRCOPY=enabled gets; fix: rm {h}/dev/gdrdrv, then load gdrdrv again (its install script or udev makes the node)"
+        )]
+    );
+    assert_eq!(code, 0);
+}

@@ -148,3 +148,23 @@ fn other_modes_are_refused_with_upstreams_advice() {
         stderr(&out)
     );
 }
+
+/// An external nvidia-container-cli has no flag for the gated devices: the hook refuses in one
+/// line rather than start the container without them (and execs nothing).
+#[test]
+fn gated_devices_with_an_external_cli_are_refused() {
+    let dir = TempDir::new("hook-gated-cli");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "[nvidia-container-cli]\npath = \"/bin/false\"\n").unwrap();
+    let state = bundle(
+        dir.path(),
+        &["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_GDRCOPY=enabled"],
+        &[],
+    );
+    let out = hook(&["prestart"], &state, Some(&cfg));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "nvidia-container-runtime-hook: NVIDIA_GDRCOPY=enabled needs nvbox's own configure, but [nvidia-container-cli] path = \"/bin/false\" is set\n"
+    );
+}

@@ -160,6 +160,7 @@ fn prestart(flags: &Flags) -> Result<()> {
         mig_config: req.mig_config.clone(),
         mig_monitor: req.mig_monitor.clone(),
         imex_channels: req.imex_channels.iter().map(u32::to_string).collect(),
+        gated: req.gated.clone(),
         no_cgroups: cfg.cli.no_cgroups,
         cuda_compat_mode: Some(compat_mode(&cfg)),
         rootfs,
@@ -217,6 +218,14 @@ fn rootfs_path(bundle: &Path, root: &str) -> PathBuf {
 
 /// `[nvidia-container-cli] path` set: exec that program with upstream's argument order.
 fn exec_cli(cfg: &Config, flags: &Flags, req: &Request, pid: i32, rootfs: &Path) -> Result<()> {
+    if let Some(g) = req.gated.first() {
+        // nvidia-container-cli has no flag for them: refuse rather than start without them.
+        bail!(
+            "{}=enabled needs nvbox's own configure, but [nvidia-container-cli] path = {:?} is set",
+            g.env(),
+            cfg.cli.path
+        );
+    }
     let c = &cfg.cli;
     let mut args: Vec<String> = Vec::new();
     if !c.root.is_empty() {

@@ -9,7 +9,9 @@ use super::Roots;
 use super::devices::{DeviceNode, Majors, find_node};
 use super::driver::{Driver, read_driver};
 use super::files::{self, Binary, Bits, IpcOptions, Library};
+use super::gated::{Gated, GatedDevices, find_gated};
 use super::gpus::{CAPS_DIR, Gpu, MIG_MINORS, parse_cap_minor, read_gpus};
+use super::graphics::{Graphics, read_graphics};
 use super::root::RootDir;
 use super::tables::Group;
 
@@ -27,8 +29,12 @@ pub struct HostQuery {
     /// `CUDA_MPS_PIPE_DIRECTORY` of the caller.
     pub mps_dir: Option<String>,
     pub imex_channels: Vec<u32>,
+    /// Gated device kinds the container asked for (`NVIDIA_GDS=enabled` …).
+    pub gated: Vec<Gated>,
     /// GPUs the caller has already read (`--load-kmods`), used instead of reading them again.
     pub known_gpus: Option<Vec<Gpu>>,
+    /// The toolkit's graphics files and DRM nodes (jit-cdi, `cdi generate`, legacy runtime).
+    pub graphics: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +58,10 @@ pub struct Host {
     pub imex: Vec<DeviceNode>,
     /// Requested IMEX channel nodes that do not exist.
     pub imex_missing: Vec<String>,
+    /// Empty unless the query asked for graphics.
+    pub graphics: Graphics,
+    /// The requested gated devices this host has.
+    pub gated: GatedDevices,
 }
 
 /// The driver root, opened for confined lookups; failing is upstream's initialization error.
@@ -124,11 +134,25 @@ pub fn read_host(roots: &Roots, q: &HostQuery) -> Result<Host> {
             None => imex_missing.push(path),
         }
     }
+    let graphics = if q.graphics {
+        let mut dirs: Vec<String> = Vec::new();
+        for lib in &libs {
+            let dir = lib.path.rsplit_once('/').map_or("/", |(d, _)| d).to_owned();
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        read_graphics(&root, roots, &gpus, &driver.version, &dirs)
+    } else {
+        Graphics::default()
+    };
     Ok(Host {
+        graphics,
         cap_minors,
         mig_minors,
         imex,
         imex_missing,
+        gated: find_gated(roots, &q.gated),
         uvm: find_node(roots, "/dev/nvidia-uvm"),
         uvm_tools: find_node(roots, "/dev/nvidia-uvm-tools"),
         modeset: find_node(roots, "/dev/nvidia-modeset"),

@@ -6,11 +6,15 @@ pub mod devices;
 pub mod driver;
 pub mod elf;
 pub mod files;
+pub mod gated;
 pub mod gpus;
+pub mod graphics;
 pub mod host;
 pub mod ldcache;
 pub mod root;
 pub mod tables;
+pub mod tegra;
+pub mod wsl;
 
 use std::path::{Path, PathBuf};
 

@@ -123,6 +123,27 @@ pub fn cuda_version_for_branch(branch: u32) -> Option<(u32, u32)> {
         .map(|(_, v)| *v)
 }
 
+/// L4T release (major, minor revision) → the CUDA version its JetPack ships with the driver.
+/// The first row whose release is at or below the host's wins. Source: NVIDIA's JetPack
+/// release notes (JetPack 4.6 = L4T R32.6, 5.1 = R35.2, 6.0 = R36.3, 6.1 = R36.4).
+/// (major, minor) of a release or a CUDA version.
+type Version2 = (u32, u32);
+
+const CUDA_BY_L4T: &[(Version2, Version2)] = &[
+    ((36, 4), (12, 6)),
+    ((36, 0), (12, 2)),
+    ((34, 0), (11, 4)),
+    ((32, 0), (10, 2)),
+];
+
+/// The CUDA version of an L4T release (its `/etc/nv_tegra_release` `R<major>`, `REVISION: <minor>`).
+pub fn cuda_version_for_l4t(major: u32, minor: u32) -> Option<(u32, u32)> {
+    CUDA_BY_L4T
+        .iter()
+        .find(|(r, _)| *r <= (major, minor))
+        .map(|(_, v)| *v)
+}
+
 /// NVIDIA PCI device id → CUDA compute capability, by chip family. The first matching row wins,
 /// so a narrow range sits above the wider one it overlaps. Sources: the PCI ID Repository (vendor 10de) for id → chip, and
 /// NVIDIA's "CUDA GPUs" compute capability list for chip → capability.
@@ -205,6 +226,16 @@ mod tests {
         // A future branch gets the newest known version, never a guess above it.
         assert_eq!(cuda_version_for_branch(999), Some((13, 1)));
         assert_eq!(cuda_version_for_branch(300), None);
+    }
+
+    #[test]
+    fn cuda_versions_follow_l4t_releases() {
+        assert_eq!(cuda_version_for_l4t(36, 4), Some((12, 6)));
+        assert_eq!(cuda_version_for_l4t(36, 3), Some((12, 2)));
+        assert_eq!(cuda_version_for_l4t(35, 5), Some((11, 4)));
+        assert_eq!(cuda_version_for_l4t(32, 7), Some((10, 2)));
+        assert_eq!(cuda_version_for_l4t(28, 2), None);
+        assert!(CUDA_BY_L4T.windows(2).all(|w| w[0].0 > w[1].0));
     }
 
     #[test]

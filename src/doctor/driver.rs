@@ -5,7 +5,10 @@ use super::{Context, Finding};
 use crate::discover::devices::{Majors, char_major, find_node};
 use crate::discover::driver::{VERSION_FILE, read_driver};
 use crate::discover::gpus::read_gpus;
+use crate::discover::tegra::{is_tegra, read_tegra};
 use crate::discover::under;
+use crate::discover::wsl::{is_wsl, read_wsl};
+use crate::spec::csv::{list_csv_files, load_mount_specs};
 
 const PARAMS: &str = "/proc/driver/nvidia/params";
 const PERSISTENCED_SOCKET: &str = "/run/nvidia-persistenced/socket";
@@ -14,6 +17,14 @@ const NVIDIA_MAJOR: u32 = 195;
 
 pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
     let roots = &ctx.roots;
+    if !roots.proc_path(VERSION_FILE).exists() && is_wsl(roots) {
+        check_wsl(ctx, out);
+        return;
+    }
+    if !roots.proc_path(VERSION_FILE).exists() && is_tegra(roots) {
+        check_tegra(ctx, out);
+        return;
+    }
     match read_driver(roots) {
         Ok(d) => out.push(Finding::ok(
             "driver version",
@@ -59,6 +70,70 @@ pub fn check(ctx: &Context, out: &mut Vec<Finding>) {
             ),
             "systemctl enable --now nvidia-persistenced",
         ));
+    }
+}
+
+/// Tegra with nvgpu (Orin): no kernel module of nvbox's to check; the CSV files of
+/// `modes.csv.mount-spec-path` say what containers get, so they must be there and parse.
+fn check_tegra(ctx: &Context, out: &mut Vec<Finding>) {
+    let tegra = read_tegra(&ctx.roots);
+    let release = tegra
+        .release
+        .map(|(a, b)| format!("L4T R{a}.{b}"))
+        .unwrap_or_else(|| "L4T release unknown".to_owned());
+    let dir = crate::config::Config::load_from(&ctx.config_path, false)
+        .unwrap_or_default()
+        .runtime
+        .modes
+        .csv
+        .mount_spec_path;
+    let files = list_csv_files(std::path::Path::new(&dir), false);
+    let fix = "reinstall nvidia-l4t-init and nvidia-container (they ship the CSV files)";
+    match load_mount_specs(&files) {
+        Ok((specs, _)) if !specs.is_empty() => out.push(Finding::ok(
+            "Tegra driver",
+            format!(
+                "{release}, CUDA {}: {} entries in {} CSV file(s) of {dir}; containers get them in the csv, legacy and cdi modes (nvidia-ctk cdi generate --mode csv)",
+                tegra.cuda.as_deref().unwrap_or("unknown"),
+                specs.len(),
+                files.len()
+            ),
+        )),
+        Ok(_) => out.push(Finding::fail(
+            "Tegra driver",
+            format!("{release}: no CSV entries in {dir}: containers get no GPU"),
+            fix,
+        )),
+        Err(e) => out.push(Finding::fail("Tegra driver", format!("{e:#}"), fix)),
+    }
+}
+
+/// WSL2: the GPU driver is Windows' own; what matters is `/dev/dxg` and a driver store.
+fn check_wsl(ctx: &Context, out: &mut Vec<Finding>) {
+    match read_wsl(&ctx.roots) {
+        Ok(Some(w)) => {
+            let version = w.store.version.as_deref().unwrap_or("version unknown");
+            out.push(Finding::ok(
+                "WSL2 driver",
+                format!(
+                    "{} c {}:{} and the NVIDIA driver store {} ({version}): containers get them in the jit-cdi and cdi modes (nvidia-ctk cdi generate --mode wsl)",
+                    w.dxg.path, w.dxg.major, w.dxg.minor, w.store.path
+                ),
+            ));
+            if !w.missing.is_empty() {
+                out.push(Finding::warn(
+                    "WSL2 driver store",
+                    format!("{} missing: CUDA may fail in containers", w.missing.join(", ")),
+                    "reinstall the NVIDIA driver on Windows",
+                ));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => out.push(Finding::fail(
+            "WSL2 driver",
+            format!("{e:#}: no container can use the GPU"),
+            "install the NVIDIA driver on Windows (WSL2 takes it from there; install no Linux driver in the distribution), then wsl --shutdown",
+        )),
     }
 }
 

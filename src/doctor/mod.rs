@@ -12,6 +12,7 @@ mod containerd;
 mod crio;
 mod docker;
 mod driver;
+mod gated;
 mod nvbox;
 
 use std::ffi::OsString;
@@ -264,6 +265,7 @@ fn build_context(a: Args) -> Context {
 pub fn check_host(ctx: &Context) -> Vec<Finding> {
     let mut out = Vec::new();
     driver::check(ctx, &mut out);
+    gated::check(ctx, &mut out);
     nvbox::check(ctx, &mut out);
     cdi::check(ctx, &mut out);
     docker::check(ctx, &mut out);

@@ -24,6 +24,7 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 
 pub use layout::probe_layout;
 
+use crate::discover::Roots;
 use crate::discover::files::lower_io;
 use crate::discover::host::Host;
 use crate::discover::root::{RootDir, file_type};
@@ -66,6 +67,16 @@ struct Prepared<'a> {
 /// ourselves.
 pub fn apply(
     host: &Host,
+    plan: &Plan,
+    t: &Target,
+    ldconfig: Option<&ldconfig::Program>,
+) -> Result<()> {
+    apply_from(&host.roots, plan, t, ldconfig)
+}
+
+/// [`apply`] for a plan whose sources are under `host` (a WSL2 plan has no [`Host`]).
+pub fn apply_from(
+    host: &Roots,
     plan: &Plan,
     t: &Target,
     ldconfig: Option<&ldconfig::Program>,
@@ -153,12 +164,10 @@ pub fn apply(
 }
 
 /// `params` (rewritten), `version`, `registry` from the host's procfs; absent ones are skipped.
-fn read_proc_files(host: &Host, plan: &Plan) -> Vec<(&'static str, Vec<u8>)> {
+fn read_proc_files(host: &Roots, plan: &Plan) -> Vec<(&'static str, Vec<u8>)> {
     let mut files = Vec::new();
     for name in &plan.proc_files {
-        let path = host
-            .roots
-            .proc_path(&format!("{}/{name}", crate::plan::PROC_NVIDIA));
+        let path = host.proc_path(&format!("{}/{name}", crate::plan::PROC_NVIDIA));
         match std::fs::read(&path) {
             Ok(data) if *name == "params" => files.push((
                 *name,
@@ -173,15 +182,15 @@ fn read_proc_files(host: &Host, plan: &Plan) -> Vec<(&'static str, Vec<u8>)> {
 
 /// Open and check a source on the host. Rootfs sources are opened later, inside the container.
 fn open_source<'a>(
-    host: &Host,
+    host: &Roots,
     bind: &'a Bind,
     use_new: bool,
     roots: &mut [Option<RootDir>; 3],
 ) -> Result<Prepared<'a>> {
     let (slot, base): (usize, &Path) = match bind.root {
-        Root::Driver => (0, &host.roots.driver),
-        Root::Dev => (1, &host.roots.dev),
-        Root::Proc => (2, &host.roots.proc),
+        Root::Driver => (0, &host.driver),
+        Root::Dev => (1, &host.dev),
+        Root::Proc => (2, &host.proc),
         Root::Rootfs => {
             return Ok(Prepared {
                 bind,
@@ -213,7 +222,7 @@ fn open_source<'a>(
                 && major(stat.st_rdev) as u32 == ma
                 && minor(stat.st_rdev) as u32 == mi
         }
-        Kind::DeviceDir => ty == SFlag::S_IFDIR,
+        Kind::DeviceDir | Kind::Dir => ty == SFlag::S_IFDIR,
         Kind::Proc => ty == SFlag::S_IFREG || ty == SFlag::S_IFDIR,
     };
     if !ok {
@@ -292,9 +301,12 @@ fn apply_all(
     mounted: &mut Vec<OwnedFd>,
     created: &mut Vec<Created>,
 ) -> Result<()> {
-    let m = procfs::mount_proc(root, proc_files, created)
-        .map_err(|e| anyhow!("mount error: tmpfs on {}: {e}", crate::plan::PROC_NVIDIA))?;
-    mounted.push(m);
+    // A plan without procfs files (WSL2, which has no /proc/driver/nvidia) gets no tmpfs there.
+    if !plan.proc_files.is_empty() {
+        let m = procfs::mount_proc(root, proc_files, created)
+            .map_err(|e| anyhow!("mount error: tmpfs on {}: {e}", crate::plan::PROC_NVIDIA))?;
+        mounted.push(m);
+    }
     if let Some(mask) = plan.app_profile {
         let text = crate::plan::app_profile_text(mask);
         let m = procfs::mount_tmpfs(

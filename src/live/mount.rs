@@ -35,6 +35,7 @@ fn attrs(kind: Kind) -> u64 {
             sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC
         }
         Kind::DeviceDir => sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC,
+        Kind::Dir => sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
         Kind::Proc => {
             sys::MOUNT_ATTR_RDONLY
                 | sys::MOUNT_ATTR_NOSUID
@@ -76,7 +77,7 @@ pub fn prepare(
     if !use_new_api {
         return Ok(Source::Path { fd, reopen });
     }
-    let recursive = matches!(kind, Kind::Proc | Kind::DeviceDir);
+    let recursive = matches!(kind, Kind::Proc | Kind::DeviceDir | Kind::Dir);
     match sys::open_tree_clone(fd.as_fd(), recursive) {
         Ok(tree) => {
             sys::mount_setattr(tree.as_fd(), attrs(kind), 0)
@@ -108,7 +109,7 @@ pub fn attach(src: &Source, target: &OwnedFd, kind: Kind) -> io::Result<()> {
                 None => fd,
             };
             let target_path = proc_fd(target.as_fd());
-            let rec = if matches!(kind, Kind::Proc | Kind::DeviceDir) {
+            let rec = if matches!(kind, Kind::Proc | Kind::DeviceDir | Kind::Dir) {
                 MsFlags::MS_REC
             } else {
                 MsFlags::empty()

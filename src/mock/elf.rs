@@ -73,6 +73,21 @@ pub struct Layout {
     pub dynamic: u64,
 }
 
+impl Layout {
+    /// For a library of `size` bytes whose real layout was not measured (the WSL driver store,
+    /// Jetson's): the shape every measured NVIDIA library has, the dynamic string table in the
+    /// first pages and the dynamic section in the last sixteenth of the file.
+    pub fn like_nvidia(size: u64) -> Layout {
+        let size = size.max(0x4000);
+        Layout {
+            size,
+            strtab: 0x800,
+            strsz: 0x800,
+            dynamic: (size - size / 16) & !0xf,
+        }
+    }
+}
+
 /// A library as the pieces of bytes it holds and where: between them, a sparse file has holes.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Image {

@@ -6,6 +6,7 @@ use anyhow::{Result, anyhow, bail};
 
 use super::{Caps, Container, Devices, Request, split_list};
 use crate::config::Config;
+use crate::discover::gated::{ALL_GATED, Gated};
 
 const VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
 const DRIVER_CAPABILITIES: &str = "NVIDIA_DRIVER_CAPABILITIES";
@@ -107,7 +108,16 @@ fn build_request(
             checks,
         )?,
         imex_channels: imex_request(env, &from_mounts.imex, env_allowed, cfg)?,
+        gated: gated_request(env),
     })
+}
+
+/// `NVIDIA_GDS=enabled` …: exactly that value, as upstream compares it.
+fn gated_request(env: &Env) -> Vec<Gated> {
+    ALL_GATED
+        .into_iter()
+        .filter(|g| env.get(g.env()).is_some_and(|v| v == "enabled"))
+        .collect()
 }
 
 /// An image built before NVIDIA_REQUIRE_CUDA existed: it only says CUDA_VERSION.

@@ -455,3 +455,38 @@ fn imex_channels() {
         [5]
     );
 }
+
+#[test]
+fn gated_devices_need_enabled_and_a_gpu_request() {
+    use crate::discover::gated::Gated;
+    let all = [
+        "NVIDIA_VISIBLE_DEVICES=0",
+        "NVIDIA_GDS=enabled",
+        "NVIDIA_MOFED=enabled",
+        "NVIDIA_GDRCOPY=enabled",
+        "NVIDIA_NVSWITCH=enabled",
+    ];
+    assert_eq!(
+        ok(&all).gated,
+        [Gated::Gds, Gated::Mofed, Gated::Gdrcopy, Gated::Nvswitch]
+    );
+    // Only the exact value counts, as upstream compares it.
+    for other in ["true", "1", "Enabled", "enabled ", ""] {
+        let var = format!("NVIDIA_GDRCOPY={other}");
+        assert!(
+            ok(&["NVIDIA_VISIBLE_DEVICES=0", &var]).gated.is_empty(),
+            "{other:?}"
+        );
+    }
+    // No device request, no gated devices (upstream's modifier returns first).
+    assert!(ok(&["NVIDIA_GDRCOPY=enabled"]).gated.is_empty());
+    assert!(
+        ok(&["NVIDIA_VISIBLE_DEVICES=void", "NVIDIA_GDS=enabled"])
+            .gated
+            .is_empty()
+    );
+    assert_eq!(
+        ok(&["NVIDIA_VISIBLE_DEVICES=none", "NVIDIA_GDRCOPY=enabled"]).gated,
+        [Gated::Gdrcopy]
+    );
+}

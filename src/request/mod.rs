@@ -10,6 +10,8 @@ pub use oci::{Container, read_container, read_state};
 
 use anyhow::{Result, bail};
 
+use crate::discover::gated::Gated;
+
 /// Driver capabilities as a bit set. Bits follow the alphabetical order of the names, so iterating
 /// bits low to high lists names the way nvidia-container-cli's flags are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,6 +113,8 @@ pub struct Request {
     pub mig_monitor: Option<String>,
     /// Decimal channel ids (each below 2^20), from NVIDIA_IMEX_CHANNELS or imex/<id> mounts.
     pub imex_channels: Vec<u32>,
+    /// Gated device kinds asked for with `NVIDIA_GDS=enabled` and the like.
+    pub gated: Vec<Gated>,
 }
 
 impl Request {
@@ -123,6 +127,7 @@ impl Request {
             mig_config: None,
             mig_monitor: None,
             imex_channels: Vec::new(),
+            gated: Vec::new(),
         }
     }
 

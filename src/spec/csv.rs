@@ -7,14 +7,14 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use nix::sys::stat::{major, minor};
 
-use super::cdi::{ContainerEdits, DeviceNode, Hook, Mount};
+use super::cdi::{DeviceNode, Mount};
+use crate::discover::root::RootDir;
 
 /// Files read unless `NVIDIA_REQUIRE_JETPACK=csv-mounts=all` asks for every `*.csv`.
 pub const DEFAULT_CSV_FILES: [&str; 3] = ["devices.csv", "drivers.csv", "l4t.csv"];
-#[allow(dead_code)] // the config default names the same directory
 pub const DEFAULT_MOUNT_SPEC_PATH: &str =
     "/etc/nvidia-container-runtime/host-files-for-container.d";
 const MOUNT_OPTIONS: [&str; 5] = ["ro", "nosuid", "nodev", "rbind", "rprivate"];
@@ -104,21 +104,28 @@ pub fn list_csv_files(dir: &Path, all: bool) -> Vec<PathBuf> {
     files
 }
 
-/// All entries of `files`; a file that cannot be read or holds no entry is skipped with a
-/// warning, as upstream does, and so is each bad line.
-pub fn load_mount_specs(files: &[PathBuf]) -> (Vec<MountSpec>, Vec<String>) {
+/// A CSV file larger than this is refused: the real ones are a few kilobytes, and a CSV path
+/// pointed at a huge file (or at /dev/zero) must not make the runtime read it all.
+pub const MAX_CSV_SIZE: u64 = 1 << 20;
+
+/// All entries of `files`. A file that does not exist or holds no entry is skipped with a
+/// warning, as upstream does, and so is each bad line; a file that is not a regular file, is
+/// larger than [`MAX_CSV_SIZE`], or names a path with a `..` component is an error.
+pub fn load_mount_specs(files: &[PathBuf]) -> Result<(Vec<MountSpec>, Vec<String>)> {
     let (mut specs, mut warnings) = (Vec::new(), Vec::new());
     for file in files {
         let shown = file.display();
-        let parsed = match std::fs::read_to_string(file) {
-            Ok(text) => parse_mount_specs(&text),
-            Err(e) => {
+        let text = match read_csv_file(file) {
+            Ok(Some(text)) => text,
+            Ok(None) => {
                 warnings.push(format!(
-                    "skipping CSV file {shown}: failed to open {shown} for reading: {e}"
+                    "skipping CSV file {shown}: failed to open {shown} for reading: no such file"
                 ));
                 continue;
             }
+            Err(e) => bail!("CSV file {shown}: {e}"),
         };
+        let parsed = parse_mount_specs(&text);
         warnings.extend(
             parsed
                 .skipped
@@ -128,108 +135,192 @@ pub fn load_mount_specs(files: &[PathBuf]) -> (Vec<MountSpec>, Vec<String>) {
         if parsed.specs.is_empty() {
             warnings.push(format!("skipping CSV file {shown}: CSV file is empty"));
         }
+        for spec in &parsed.specs {
+            check_path(&spec.path).map_err(|e| anyhow!("CSV file {shown}: {e}"))?;
+        }
         specs.extend(parsed.specs);
     }
-    (specs, warnings)
+    Ok((specs, warnings))
 }
 
-/// The edits for `specs` on a host whose driver files live under `driver_root`. Entries not
-/// found under the root are left out (returned as warnings), as upstream's locators do.
-/// `hook_path` is the nvidia-cdi-hook (or nvidia-ctk) binary the symlink hook runs.
-pub fn edits_from_mount_specs(
+/// `Ok(None)` when missing; the text of a small regular file; an error for anything else.
+fn read_csv_file(file: &Path) -> Result<Option<String>> {
+    use std::io::Read;
+    let f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => bail!("open: {e}"),
+    };
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        bail!("not a regular file");
+    }
+    if meta.len() > MAX_CSV_SIZE {
+        bail!(
+            "{} bytes, more than the {MAX_CSV_SIZE} a CSV file may have",
+            meta.len()
+        );
+    }
+    let mut text = String::new();
+    f.take(MAX_CSV_SIZE)
+        .read_to_string(&mut text)
+        .map_err(|e| anyhow!("read: {e}"))?;
+    Ok(Some(text))
+}
+
+/// An entry's path may not climb: `..` in a CSV path is never needed, and refusing it keeps
+/// every entry inside the driver root by construction.
+fn check_path(path: &str) -> Result<()> {
+    if path.split('/').any(|c| c == "..") {
+        bail!("path {path:?} has a '..' component");
+    }
+    Ok(())
+}
+
+/// What the entries of a set of CSV files give a container, found on the host.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CsvEdits {
+    /// `dev` entries found as character devices under the dev root.
+    pub device_nodes: Vec<DeviceNode>,
+    /// `dir`, `lib` and the targets of `sym` entries, at their real paths in the driver root.
+    pub mounts: Vec<Mount>,
+    /// `target::link` for `create-symlinks`: the links upstream adds next to some driver
+    /// libraries (`libcuda.so`), and each link of every `sym` chain (a hook each).
+    pub library_links: Vec<String>,
+    pub links: Vec<String>,
+    /// Container paths of the mounted libraries (their directories get the loader cache).
+    pub libraries: Vec<String>,
+    /// Entries not found (upstream's locators skip them with a warning).
+    pub warnings: Vec<String>,
+}
+
+/// The `dev` entries as device nodes under `dev_root` (a bare name is looked up in /dev).
+pub fn device_edits(specs: &[MountSpec], dev_root: &Path) -> CsvEdits {
+    let mut out = CsvEdits::default();
+    for s in specs.iter().filter(|s| s.kind == MountKind::Dev) {
+        match device_node(dev_root, &s.path) {
+            Ok(node) if !out.device_nodes.iter().any(|n| n.path == node.path) => {
+                out.device_nodes.push(node)
+            }
+            Ok(_) => {}
+            Err(e) => out.warnings.push(format!("{e:#}")),
+        }
+    }
+    out
+}
+
+/// The `dir`, `lib` and `sym` entries under `driver_root`; `sym` entries whose path matches an
+/// ignore pattern (`--csv.ignore-pattern`: a glob on the path, or with `**/` on the file name)
+/// are left out. A symlink leaving the driver root is an error.
+pub fn driver_edits(
     specs: &[MountSpec],
     driver_root: &Path,
-    hook_path: &str,
-) -> (ContainerEdits, Vec<String>) {
-    let mut edits = ContainerEdits::default();
-    let mut warnings = Vec::new();
+    ignore: &[String],
+) -> Result<CsvEdits> {
+    let mut out = CsvEdits::default();
+    let root = RootDir::open(driver_root)
+        .map_err(|e| anyhow!("open driver root {}: {e}", driver_root.display()))?;
     let of_kind = |kind| {
         specs
             .iter()
             .filter(move |s| s.kind == kind)
             .map(|s| s.path.as_str())
     };
-
-    for path in of_kind(MountKind::Dev) {
-        match device_node(driver_root, path) {
-            Ok(node) => edits.device_nodes.push(node),
-            Err(e) => warnings.push(format!("{e:#}")),
-        }
-    }
     for path in of_kind(MountKind::Dir) {
-        let host = host_path(driver_root, path);
-        if host.is_dir() {
-            push_mount(&mut edits, driver_root, path);
-        } else {
-            warnings.push(format!("could not locate directory {}", host.display()));
+        match root.find(path) {
+            Ok(Some(f)) if f.is_dir() => push_mount(&mut out, driver_root, &f.path),
+            _ => out.warnings.push(format!(
+                "could not locate directory {}",
+                host_path(driver_root, path).display()
+            )),
         }
     }
-    let mut lib_mounts = Vec::new();
     for path in of_kind(MountKind::Lib) {
-        match resolve_chain(driver_root, path) {
+        match resolve_chain(&root, driver_root, path)? {
             Some((target, _)) => {
-                push_mount(&mut edits, driver_root, &target);
-                lib_mounts.push(target);
+                push_mount(&mut out, driver_root, &target);
+                if !out.libraries.contains(&target) {
+                    out.libraries.push(target);
+                }
             }
-            None => warnings.push(format!(
+            None => out.warnings.push(format!(
                 "could not locate {}",
                 host_path(driver_root, path).display()
             )),
         }
     }
-    // Library-name links are left to the ld cache; only other links are recreated.
-    let mut links = Vec::new();
-    for path in of_kind(MountKind::Sym).filter(|p| !is_library_link(p)) {
-        let Some((target, chain)) = resolve_chain(driver_root, path) else {
-            warnings.push(format!(
+    let mut chain_links = Vec::new();
+    for path in of_kind(MountKind::Sym).filter(|p| !ignored(p, ignore)) {
+        let Some((target, chain)) = resolve_chain(&root, driver_root, path)? else {
+            out.warnings.push(format!(
                 "could not locate symlink {}",
                 host_path(driver_root, path).display()
             ));
             continue;
         };
-        push_mount(&mut edits, driver_root, &target);
+        push_mount(&mut out, driver_root, &target);
         for (link, to) in chain {
             let spec = format!("{to}::{link}");
-            if !links.contains(&spec) {
-                links.push(spec);
+            if !chain_links.contains(&spec) {
+                chain_links.push(spec);
             }
         }
     }
-    links.extend(compat_links(&lib_mounts));
-    if !links.is_empty() {
-        edits.hooks.push(create_symlinks_hook(hook_path, &links));
+    out.links = chain_links;
+    out.library_links = compat_links(&out.libraries);
+    Ok(out)
+}
+
+/// Upstream's ignore patterns: `**/NAME-GLOB` matches the file name, anything else the path.
+fn ignored(path: &str, patterns: &[String]) -> bool {
+    patterns.iter().any(|p| match p.strip_prefix("**/") {
+        Some(name) => glob_match(
+            name.as_bytes(),
+            path.rsplit('/').next().unwrap_or(path).as_bytes(),
+        ),
+        None => glob_match(p.as_bytes(), path.as_bytes()),
+    })
+}
+
+/// `*` (not across `/`), `?` and literal bytes, as Go's filepath.Match without classes.
+fn glob_match(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_match(&p[1..], s) || (!s.is_empty() && s[0] != b'/' && glob_match(p, &s[1..]))
+        }
+        (Some(b'?'), Some(c)) if *c != b'/' => glob_match(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => glob_match(&p[1..], &s[1..]),
+        _ => false,
     }
-    (edits, warnings)
 }
 
 fn host_path(driver_root: &Path, path: &str) -> PathBuf {
     driver_root.join(path.trim_start_matches('/'))
 }
 
-fn push_mount(edits: &mut ContainerEdits, driver_root: &Path, path: &str) {
-    let host = host_path(driver_root, path).to_string_lossy().into_owned();
-    if edits.mounts.iter().any(|m| m.container_path == path) {
+fn push_mount(out: &mut CsvEdits, driver_root: &Path, path: &str) {
+    if out.mounts.iter().any(|m| m.container_path == path) {
         return;
     }
-    let options = MOUNT_OPTIONS.iter().map(|o| o.to_string()).collect();
-    edits.mounts.push(Mount {
-        host_path: host,
+    out.mounts.push(Mount {
+        host_path: host_path(driver_root, path).to_string_lossy().into_owned(),
         container_path: path.to_string(),
         r#type: None,
-        options,
+        options: MOUNT_OPTIONS.iter().map(|o| o.to_string()).collect(),
     });
 }
 
-/// A character device under the root; a bare name is looked up in /dev.
-fn device_node(driver_root: &Path, path: &str) -> Result<DeviceNode> {
+/// A character device under the dev root; a bare name is looked up in /dev.
+pub fn device_node(dev_root: &Path, path: &str) -> Result<DeviceNode> {
     let path = if path.starts_with('/') {
         path.to_string()
     } else {
         format!("/dev/{path}")
     };
-    let host = host_path(driver_root, &path);
+    let host = host_path(dev_root, &path);
     let meta = std::fs::metadata(&host)
-        .map_err(|e| anyhow::anyhow!("could not locate device {}: {e}", host.display()))?;
+        .map_err(|e| anyhow!("could not locate device {}: {e}", host.display()))?;
     if !meta.file_type().is_char_device() {
         bail!(
             "could not locate device {}: not a character device",
@@ -247,7 +338,8 @@ fn device_node(driver_root: &Path, path: &str) -> Result<DeviceNode> {
     })
 }
 
-/// `*.so` and `*.so.[0-9]`: links the ld cache or the library packages provide.
+/// `*.so` and `*.so.[0-9]`: the names of library links.
+#[cfg(test)]
 fn is_library_link(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
     if name.ends_with(".so") {
@@ -259,47 +351,64 @@ fn is_library_link(path: &str) -> bool {
         && bytes[bytes.len() - 1].is_ascii_digit()
 }
 
-/// Follow `path` (a container path) through symlinks under the root: the final container path
-/// and each `(link, target as written)` on the way; `None` if anything is missing.
-fn resolve_chain(driver_root: &Path, path: &str) -> Option<(String, Vec<(String, String)>)> {
-    let mut current = clean(path);
+/// The real path a chain ends at, and each `(link, target as written)` on the way.
+type Resolved = (String, Vec<(String, String)>);
+
+/// Follow `path` through symlinks inside the driver root: the final real path and each
+/// `(link, target as written)` on the way; `None` if anything is missing. Every directory on
+/// the way is resolved by the kernel inside the root (a symlinked directory cannot lead out);
+/// a link whose target climbs above the root is an error.
+fn resolve_chain(root: &RootDir, driver_root: &Path, path: &str) -> Result<Option<Resolved>> {
+    let mut current = path.to_string();
     let mut chain = Vec::new();
     // The kernel's own limit on links followed in one lookup.
     for _ in 0..40 {
-        let host = host_path(driver_root, &current);
-        let meta = std::fs::symlink_metadata(&host).ok()?;
+        let (dir, name) = current.rsplit_once('/').unwrap_or(("", &current));
+        let real_dir = match root.find(if dir.is_empty() { "/" } else { dir }) {
+            Ok(Some(f)) if f.is_dir() => f.path,
+            _ => return Ok(None),
+        };
+        let real_dir = if real_dir == "/" {
+            String::new()
+        } else {
+            real_dir
+        };
+        let here = format!("{real_dir}/{name}");
+        let host = host_path(driver_root, &here);
+        let Ok(meta) = std::fs::symlink_metadata(&host) else {
+            return Ok(None);
+        };
         if !meta.file_type().is_symlink() {
-            return Some((current, chain));
+            // Never a FIFO, socket or device node planted under a library's name.
+            let plain = meta.file_type().is_file() || meta.file_type().is_dir();
+            return Ok(plain.then_some((here, chain)));
         }
-        let target = std::fs::read_link(&host)
-            .ok()?
-            .to_string_lossy()
-            .into_owned();
+        let target = std::fs::read_link(&host)?.to_string_lossy().into_owned();
         let next = if target.starts_with('/') {
             clean(&target)
         } else {
-            let parent = current.rsplit_once('/').map_or("", |(dir, _)| dir);
-            clean(&format!("{parent}/{target}"))
-        };
-        chain.push((current, target));
+            clean(&format!("{real_dir}/{target}"))
+        }
+        .ok_or_else(|| anyhow!("symlink {here} -> {target} points out of the driver root"))?;
+        chain.push((here, target));
         current = next;
     }
-    None
+    bail!("{path}: too many levels of symbolic links")
 }
 
-/// Lexically clean an absolute path (`..` at the root stays at the root).
-fn clean(path: &str) -> String {
+/// Lexically clean an absolute path; `None` when `..` climbs above the root.
+fn clean(path: &str) -> Option<String> {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {
             "" | "." => {}
             ".." => {
-                parts.pop();
+                parts.pop()?;
             }
             _ => parts.push(part),
         }
     }
-    format!("/{}", parts.join("/"))
+    Some(format!("/{}", parts.join("/")))
 }
 
 /// Links applications expect next to some driver libraries (upstream's fixed list).
@@ -308,13 +417,13 @@ fn compat_links(lib_mounts: &[String]) -> Vec<String> {
     let mut done: Vec<&str> = Vec::new();
     for path in lib_mounts {
         let (dir, lib) = path.rsplit_once('/').unwrap_or(("", path));
-        let (target, link) = if lib.starts_with("libcuda.so") {
+        let (target, link) = if lib.starts_with("libcuda.so.") {
             // dlopen("libcuda.so") is common even though only the SONAME is guaranteed.
             ("libcuda.so.1", "libcuda.so")
-        } else if lib.starts_with("libGLX_nvidia.so") {
+        } else if lib.starts_with("libGLX_nvidia.so.") {
             // GLVND looks for indirect GLX under this name.
             (lib, "libGLX_indirect.so.0")
-        } else if lib.starts_with("libnvidia-opticalflow.so") {
+        } else if lib.starts_with("libnvidia-opticalflow.so.") {
             ("libnvidia-opticalflow.so.1", "libnvidia-opticalflow.so")
         } else {
             continue;
@@ -326,29 +435,6 @@ fn compat_links(lib_mounts: &[String]) -> Vec<String> {
         links.push(format!("{target}::{dir}/{link}"));
     }
     links
-}
-
-/// A createContainer `create-symlinks` hook; a binary named nvidia-ctk takes the `hook`
-/// subcommand first.
-fn create_symlinks_hook(hook_path: &str, links: &[String]) -> Hook {
-    let base = hook_path.rsplit('/').next().unwrap_or(hook_path);
-    let mut args = if base == "nvidia-ctk" {
-        vec!["nvidia-ctk".to_string(), "hook".to_string()]
-    } else {
-        vec!["nvidia-cdi-hook".to_string()]
-    };
-    args.push("create-symlinks".into());
-    for link in links {
-        args.push("--link".into());
-        args.push(link.clone());
-    }
-    Hook {
-        hook_name: "createContainer".into(),
-        path: hook_path.to_string(),
-        args,
-        env: vec!["NVIDIA_CTK_DEBUG=false".into()],
-        timeout: None,
-    }
 }
 
 #[cfg(test)]

@@ -102,7 +102,7 @@ fn file_lists_and_loading() {
         ]
     );
     let (specs, warnings) =
-        load_mount_specs(&[all.clone(), vec![dir.join("missing.csv")]].concat());
+        load_mount_specs(&[all.clone(), vec![dir.join("missing.csv")]].concat()).unwrap();
     assert_eq!(specs.len(), 2);
     let shown = |f: &str| dir.join(f).display().to_string();
     assert_eq!(warnings.len(), 3, "{warnings:?}");
@@ -146,8 +146,7 @@ fn devices_are_stated() {
     let regular = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
     let text = format!("dev, /dev/null\ndev, null\ndev, /dev/nvbox-missing\ndev, {regular}\n");
     let specs = parse_mount_specs(&text).specs;
-    let (edits, warnings) =
-        edits_from_mount_specs(&specs, Path::new("/"), "/usr/bin/nvidia-cdi-hook");
+    let out = device_edits(&specs, Path::new("/"));
     let want = DeviceNode {
         path: "/dev/null".into(),
         r#type: Some("c".into()),
@@ -155,7 +154,9 @@ fn devices_are_stated() {
         minor: Some(3),
         ..Default::default()
     };
-    assert_eq!(edits.device_nodes, [want.clone(), want]);
+    // `null` and `/dev/null` are one node.
+    assert_eq!(out.device_nodes, [want]);
+    let warnings = out.warnings;
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(
         warnings[0].starts_with("could not locate device /dev/nvbox-missing: "),
@@ -166,7 +167,7 @@ fn devices_are_stated() {
         warnings[1],
         format!("could not locate device {regular}: not a character device")
     );
-    assert!(edits.mounts.is_empty() && edits.hooks.is_empty());
+    assert!(out.mounts.is_empty() && out.links.is_empty());
 }
 
 #[test]
@@ -193,9 +194,9 @@ fn libs_dirs_and_symlinks_under_a_driver_root() {
                 dir, /usr/src/missing\n\
                 lib, /usr/lib/missing.so.1\n";
     let specs = parse_mount_specs(text).specs;
-    let (edits, warnings) = edits_from_mount_specs(&specs, &root, "/usr/bin/nvidia-ctk");
+    let out = driver_edits(&specs, &root, &[]).unwrap();
     let host = |p: &str| root.join(p.trim_start_matches('/')).display().to_string();
-    let mounts: Vec<(String, String)> = edits
+    let mounts: Vec<(String, String)> = out
         .mounts
         .iter()
         .map(|m| (m.host_path.clone(), m.container_path.clone()))
@@ -209,42 +210,84 @@ fn libs_dirs_and_symlinks_under_a_driver_root() {
             at("/usr/lib/aarch64-linux-gnu/tegra/libnvos.so.32.1.0"),
         ]
     );
-    assert!(edits.mounts.iter().all(|m| m.options == MOUNT_OPTIONS));
-    assert_eq!(edits.hooks.len(), 1);
-    let hook = &edits.hooks[0];
+    assert!(out.mounts.iter().all(|m| m.options == MOUNT_OPTIONS));
     assert_eq!(
-        (hook.hook_name.as_str(), hook.path.as_str()),
-        ("createContainer", "/usr/bin/nvidia-ctk")
-    );
-    assert_eq!(
-        hook.args,
+        out.links,
         [
-            "nvidia-ctk",
-            "hook",
-            "create-symlinks",
-            "--link",
+            "tegra/libcuda.so.1::/usr/lib/aarch64-linux-gnu/libcuda.so",
+            "libcuda.so.1.1::/usr/lib/aarch64-linux-gnu/tegra/libcuda.so.1",
             "/usr/lib/aarch64-linux-gnu/tegra/nvos-link::/usr/lib/aarch64-linux-gnu/libnvos.so.32",
-            "--link",
             "libnvos.so.32.1.0::/usr/lib/aarch64-linux-gnu/tegra/nvos-link",
-            "--link",
-            "libcuda.so.1::/usr/lib/aarch64-linux-gnu/tegra/libcuda.so",
         ]
     );
-    assert_eq!(hook.env, ["NVIDIA_CTK_DEBUG=false"]);
     assert_eq!(
-        warnings,
+        out.library_links,
+        ["libcuda.so.1::/usr/lib/aarch64-linux-gnu/tegra/libcuda.so"]
+    );
+    assert_eq!(
+        out.warnings,
         [
             format!("could not locate directory {}", host("/usr/src/missing")),
             format!("could not locate {}", host("/usr/lib/missing.so.1"))
         ]
     );
+    // --csv.ignore-pattern: by name with `**/`, else by path.
+    let by_name = driver_edits(&specs, &root, &["**/libcuda.so".to_owned()]).unwrap();
+    assert!(!by_name.links.iter().any(|l| l.ends_with("/libcuda.so")));
+    let by_path = driver_edits(&specs, &root, &["/usr/lib/*/libnvos.so.*".to_owned()]).unwrap();
+    assert_eq!(by_path.links.len(), 2, "{:?}", by_path.links);
 }
 
+/// Hostile CSV files and roots: every one is a single-line error, nothing is mounted.
 #[test]
-fn hook_binary_name_picks_the_argument_form() {
-    let hook = create_symlinks_hook("/usr/bin/nvidia-cdi-hook", &["a::b".to_string()]);
+fn hostile_entries_are_errors() {
+    let root = scratch("hostile");
+    let lib = root.join("usr/lib");
+    fs::create_dir_all(&lib).unwrap();
+    // A link that climbs out of the driver root, and one through a directory link that would
+    // lead out if joined as a string.
+    symlink("../../../../../etc/shadow", lib.join("libescape.so.1")).unwrap();
+    symlink("/", root.join("usr/lib/up")).unwrap();
+    let one = |text: &str| {
+        let specs = parse_mount_specs(text).specs;
+        driver_edits(&specs, &root, &[])
+    };
+    let e = one("lib, /usr/lib/libescape.so.1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("points out of the driver root"), "{e}");
+    assert!(!e.contains('\n'));
+    // `/usr/lib/up/etc/hostname` resolves inside the root, where it does not exist.
+    let out = one("lib, /usr/lib/up/etc/hostname\n").unwrap();
+    assert!(out.mounts.is_empty(), "{:?}", out.mounts);
+    // `..` in a CSV path, a huge file, a directory, /dev/zero.
+    let dir = scratch("hostile-files");
+    fs::write(dir.join("dotdot.csv"), "lib, /usr/lib/../../etc/shadow\n").unwrap();
+    let e = load_mount_specs(&[dir.join("dotdot.csv")])
+        .unwrap_err()
+        .to_string();
     assert_eq!(
-        hook.args,
-        ["nvidia-cdi-hook", "create-symlinks", "--link", "a::b"]
+        e,
+        format!(
+            "CSV file {}: path \"/usr/lib/../../etc/shadow\" has a '..' component",
+            dir.join("dotdot.csv").display()
+        )
     );
+    let huge = fs::File::create(dir.join("huge.csv")).unwrap();
+    huge.set_len(MAX_CSV_SIZE + 1).unwrap();
+    let e = load_mount_specs(&[dir.join("huge.csv")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.ends_with("1048577 bytes, more than the 1048576 a CSV file may have"),
+        "{e}"
+    );
+    let e = load_mount_specs(std::slice::from_ref(&dir))
+        .unwrap_err()
+        .to_string();
+    assert!(e.ends_with("not a regular file"), "{e}");
+    let e = load_mount_specs(&[PathBuf::from("/dev/zero")])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "CSV file /dev/zero: not a regular file");
 }

@@ -16,9 +16,13 @@ use crate::request::Caps;
 use crate::select::Selection;
 use crate::spec::cdi::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec, minimum_version};
 
+pub mod csv;
 mod devices;
+mod gated;
+pub mod wsl;
 
 use devices::{gpu_devices, management_nodes};
+pub use gated::{generate_gated_spec, generate_imex_spec};
 
 const FILE_OPTS: &[&str] = &["ro", "nosuid", "nodev", "rbind", "rprivate"];
 const IPC_OPTS: &[&str] = &["nosuid", "nodev", "noexec", "rbind", "rprivate"];
@@ -69,14 +73,7 @@ pub fn edits_from_plan(
     compat: Option<&str>,
 ) -> ContainerEdits {
     let mut e = edits_from_binds(&plan.binds, roots);
-    if !plan.symlinks.is_empty() {
-        let links: Vec<String> = plan
-            .symlinks
-            .iter()
-            .map(|(link, target)| format!("--link={target}::{link}"))
-            .collect();
-        e.hooks.push(hook.make("create-symlinks", &links));
-    }
+    push_link_hook(&mut e, plan, hook);
     e.hooks
         .push(hook.make("disable-device-node-modification", &[]));
     if let Some(version) = compat {
@@ -85,6 +82,31 @@ pub fn edits_from_plan(
             &[format!("--host-driver-version={version}")],
         ));
     }
+    push_ldcache_hook(&mut e, plan, hook);
+    e
+}
+
+/// A graphics-only plan as edits (legacy mode, beside the prestart hook that owns the rest):
+/// mounts, nodes, links, and the loader cache over the directory its libraries went to.
+pub fn graphics_edits_from_plan(plan: &Plan, roots: &Roots, hook: &HookCommand) -> ContainerEdits {
+    let mut e = edits_from_binds(&plan.binds, roots);
+    push_link_hook(&mut e, plan, hook);
+    push_ldcache_hook(&mut e, plan, hook);
+    e
+}
+
+fn push_link_hook(e: &mut ContainerEdits, plan: &Plan, hook: &HookCommand) {
+    if !plan.symlinks.is_empty() {
+        let links: Vec<String> = plan
+            .symlinks
+            .iter()
+            .map(|(link, target)| format!("--link={target}::{link}"))
+            .collect();
+        e.hooks.push(hook.make("create-symlinks", &links));
+    }
+}
+
+fn push_ldcache_hook(e: &mut ContainerEdits, plan: &Plan, hook: &HookCommand) {
     let mut folders: Vec<String> = Vec::new();
     for c in &plan.cache {
         if !folders.contains(&c.dir) {
@@ -95,7 +117,6 @@ pub fn edits_from_plan(
         let args: Vec<String> = folders.iter().map(|f| format!("--folder={f}")).collect();
         e.hooks.push(hook.make("update-ldcache", &args));
     }
-    e
 }
 
 /// Device nodes and mounts of the binds; procfs and rootfs binds have no CDI form.
@@ -108,6 +129,7 @@ pub fn edits_from_binds(binds: &[Bind], roots: &Roots) -> ContainerEdits {
             }
             (Root::Driver, Kind::File) => e.mounts.push(mount(b, &roots.driver, FILE_OPTS)),
             (Root::Driver, Kind::Ipc) => e.mounts.push(mount(b, &roots.driver, IPC_OPTS)),
+            (Root::Driver, Kind::Dir) => e.mounts.push(mount(b, &roots.driver, FILE_OPTS)),
             (Root::Dev, Kind::DeviceDir) => e.mounts.push(mount(b, &roots.dev, DIR_OPTS)),
             _ => {}
         }
@@ -277,11 +299,19 @@ fn build(host: &Host, sel: &Selection, caps: Caps) -> Result<Plan> {
     let opts = Options {
         caps,
         compat_mode: CompatMode::Disabled,
+        graphics: true,
         ..Options::default()
     };
     let mut p = plan::build_plan(host, sel, &opts, &layout)?;
+    let placed = |path: &str| {
+        let lib = |l: &crate::discover::files::Library| l.path == path;
+        host.libs.iter().any(lib)
+            || host.libs32.iter().any(lib)
+            || host.graphics.libs.iter().any(lib)
+            || host.bins.iter().any(|b| b.path == path)
+    };
     for b in &mut p.binds {
-        if b.root == Root::Driver {
+        if b.root == Root::Driver && placed(&b.source) {
             b.target.clone_from(&b.source);
         }
     }
@@ -334,9 +364,6 @@ fn add_driver_hooks(e: &mut ContainerEdits, host: &Host, o: &GenerateOptions, di
                 format!("{dir}/gbm/nvidia-drm_gbm.so"),
             );
         }
-        if *file == format!("libglxserver_nvidia.so.{version}") {
-            push(&mut graphics, file, format!("{dir}/libglxserver_nvidia.so"));
-        }
         if file.starts_with("libcuda.so.") {
             push(&mut links, "libcuda.so.1", format!("{dir}/libcuda.so"));
         }
@@ -356,6 +383,25 @@ fn add_driver_hooks(e: &mut ContainerEdits, host: &Host, o: &GenerateOptions, di
         let dev = format!("{}.so", file.split(".so").next().unwrap_or(file));
         if dev != lib.soname && on_host(&dev) {
             push(&mut links, &lib.soname, format!("{dir}/{dev}"));
+        }
+    }
+    // Upstream's graphics discoverer orders its links by mount: the libraries, then X.Org.
+    let extra = host
+        .graphics
+        .libs
+        .iter()
+        .map(|l| &l.path)
+        .chain(&host.graphics.files);
+    for path in extra {
+        let dir = parent(path);
+        let file = path.rsplit('/').next().unwrap_or(path);
+        for base in [
+            crate::discover::graphics::VULKAN_PRODUCER,
+            crate::discover::graphics::GLXSERVER,
+        ] {
+            if *file == format!("{base}.{version}") {
+                push(&mut graphics, file, format!("{dir}/{base}"));
+            }
         }
     }
     // Exact duplicates of a spec were skipped; the pairs keep their order.

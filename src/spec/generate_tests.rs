@@ -14,6 +14,10 @@ impl Drop for MockHost {
 }
 
 fn mock_host(tag: &str, gpus: usize, mig: u32) -> (MockHost, Host) {
+    mock_host_with(tag, gpus, mig, false)
+}
+
+fn mock_host_with(tag: &str, gpus: usize, mig: u32, graphics: bool) -> (MockHost, Host) {
     let dir = std::env::temp_dir().join(format!("nvbox-gen-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let spec = mock::Spec {
@@ -24,12 +28,16 @@ fn mock_host(tag: &str, gpus: usize, mig: u32) -> (MockHost, Host) {
         mig,
         driver_files: true,
         stub_libraries: false,
+        graphics,
+        platform: mock::Platform::Dgpu,
+        gated: false,
     };
     mock::write_host(&spec).unwrap();
     let roots = Roots::new(Some(&dir), Some(&dir), Some(&dir), Some(&dir));
     let q = HostQuery {
         gpus: true,
         path_env: Some("/usr/bin".to_owned()),
+        graphics,
         ..HostQuery::default()
     };
     let host = read_host(&roots, &q).unwrap();
@@ -166,4 +174,77 @@ fn devices_repeat_nothing_of_the_common_edits() {
         .find(|h| h.args.get(1).is_some_and(|a| a == "update-ldcache"))
         .unwrap();
     assert_eq!(ldcache.args[2..], ["--folder", "/usr/lib/x86_64-linux-gnu"]);
+}
+
+#[test]
+fn graphics_files_are_common_and_drm_nodes_follow_their_gpu() {
+    if !is_root() {
+        crate::testing::skip_or_fail("mock device nodes need root");
+        return;
+    }
+    let (_d, host) = mock_host_with("gfx", 2, 0, true);
+    let spec = generate_spec(&host, &options()).unwrap();
+    let mounts: Vec<(String, &str)> = spec
+        .container_edits
+        .mounts
+        .iter()
+        .map(|m| {
+            let h = m
+                .host_path
+                .strip_prefix(host.roots.driver.to_str().unwrap());
+            (h.unwrap().to_owned(), m.container_path.as_str())
+        })
+        .collect();
+    for (h, c) in [
+        (
+            "/usr/share/vulkan/icd.d/nvidia_icd.json",
+            "/etc/vulkan/icd.d/nvidia_icd.json",
+        ),
+        (
+            "/etc/vulkan/implicit_layer.d/nvidia_layers.json",
+            "/etc/vulkan/implicit_layer.d/nvidia_layers.json",
+        ),
+        (
+            "/usr/share/glvnd/egl_vendor.d/10_nvidia.json",
+            "/usr/share/glvnd/egl_vendor.d/10_nvidia.json",
+        ),
+        (
+            "/etc/OpenCL/vendors/nvidia.icd",
+            "/etc/OpenCL/vendors/nvidia.icd",
+        ),
+        (
+            "/usr/lib/xorg/modules/drivers/nvidia_drv.so",
+            "/usr/lib/xorg/modules/drivers/nvidia_drv.so",
+        ),
+    ] {
+        assert!(
+            mounts.iter().any(|(mh, mc)| mh == h && *mc == c),
+            "{h} -> {c} missing from {mounts:#?}"
+        );
+    }
+    let dev0 = &spec
+        .devices
+        .iter()
+        .find(|d| d.name == "0")
+        .unwrap()
+        .container_edits;
+    let nodes: Vec<&str> = dev0.device_nodes.iter().map(|n| n.path.as_str()).collect();
+    assert_eq!(
+        nodes,
+        ["/dev/nvidia0", "/dev/dri/card1", "/dev/dri/renderD128"]
+    );
+    let links = &dev0.hooks[0].args;
+    assert_eq!(
+        links[1..],
+        [
+            "create-symlinks",
+            "--link",
+            "../card1::/dev/dri/by-path/pci-0000:18:00.0-card",
+            "--link",
+            "../renderD128::/dev/dri/by-path/pci-0000:18:00.0-render"
+        ]
+    );
+    // The card node is 0660 root:video, so its group is added for the container's user.
+    assert_eq!(dev0.additional_gids, [44]);
+    roundtrip(&spec);
 }

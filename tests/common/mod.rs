@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub mod container;
 pub mod engines;
+pub mod podman_cdi;
 pub mod sandbox;
 pub fn nvbox() -> &'static str {
     env!("CARGO_BIN_EXE_nvbox")

@@ -131,6 +131,8 @@ const HOOKS: &[Hook] = &[
         flags: &[
             flag("link", true, ""),
             flag("host-driver-version", true, ""),
+            flag("host-cuda-version", true, ""),
+            flag("cuda-compat-container-root", true, ""),
             flag("disable-device-node-modification", false, ""),
             flag("folder", true, ""),
         ],

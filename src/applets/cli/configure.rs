@@ -10,13 +10,22 @@ use anyhow::{Context, Result, anyhow, bail};
 use lexopt::prelude::*;
 
 use super::{Global, append, command_help, input_error, prepare_host, string};
+use crate::discover::Roots;
+use crate::discover::driver::VERSION_FILE;
 use crate::discover::files::IpcOptions;
+use crate::discover::gated::Gated;
 use crate::discover::host::{HostQuery, read_host};
+use crate::discover::ldcache::FLAG_ELF_LIBC6;
+use crate::discover::tegra::{TEGRA_RELEASE, is_tegra, read_tegra, soname_of};
+use crate::discover::wsl::Wsl;
 use crate::live::{self, Target};
-use crate::plan::{CompatMode, Options, build_plan};
+use crate::plan::{Bind, CacheEntry, Plan, Root, native_arch_flag};
+use crate::plan::{CompatMode, Kind, Options, build_plan, build_wsl_plan};
 use crate::request::Caps;
 use crate::require::{DeviceFacts, HostFacts, check_requirements};
 use crate::select::{Selection, check_mig_all, select_devices};
+use crate::spec::csv;
+use std::path::Path;
 
 const MAX_REQUIREMENTS: usize = 32;
 
@@ -30,6 +39,8 @@ pub struct ConfigureArgs {
     pub mig_config: Option<String>,
     pub mig_monitor: Option<String>,
     pub imex_channels: Vec<String>,
+    /// Gated devices (the prestart hook passes the container's `NVIDIA_GDS=enabled` …).
+    pub gated: Vec<Gated>,
     pub no_cgroups: bool,
     pub no_devbind: bool,
     pub no_persistenced: bool,
@@ -147,6 +158,12 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
     };
     let needs_gpus = a.device.is_some() || a.mig_config.is_some() || a.mig_monitor.is_some();
     let (roots, known_gpus) = prepare_host(g)?;
+    if let Some(wsl) = super::list::wsl_host(&roots)? {
+        return configure_wsl(g, a, &wsl, &roots);
+    }
+    if !roots.proc_path(VERSION_FILE).exists() && is_tegra(&roots) {
+        return configure_tegra(g, a, &roots);
+    }
     let query = HostQuery {
         ldcache: g.ldcache.clone(),
         compat32: a.caps.contains(Caps::COMPAT32),
@@ -160,7 +177,11 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         path_env: std::env::var("PATH").ok(),
         mps_dir: std::env::var("CUDA_MPS_PIPE_DIRECTORY").ok(),
         imex_channels: imex,
+        gated: a.gated.clone(),
         known_gpus,
+        // libnvidia-container mounts no graphics config files or DRM nodes; in legacy mode the
+        // runtime adds them to the spec, as upstream's graphics modifier does.
+        graphics: false,
     };
     let host = read_host(&roots, &query)?;
     let sel = match &a.device {
@@ -180,18 +201,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
     devices.extend(sel.migs.iter().map(|&(g, _)| device_facts(&host.gpus[g])));
     check_requirements(&a.require, &facts, &devices).context("requirement error")?;
 
-    let target = match a.pid {
-        Some(pid) => Target {
-            pid,
-            rootfs: a.rootfs.clone(),
-            supervised: true,
-        },
-        None => Target {
-            pid: nix::unistd::getppid().as_raw(),
-            rootfs: a.rootfs.clone(),
-            supervised: false,
-        },
-    };
+    let target = target_of(a);
     let want_compat = compute_libs && compat_mode != CompatMode::Disabled;
     let layout = live::probe_layout(&target.host_view(), want_compat)?;
     let opts = Options {
@@ -201,6 +211,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         mig_config: mig_all && a.mig_config.is_some(),
         mig_monitor: mig_all && a.mig_monitor.is_some(),
         compat_mode,
+        graphics: false,
     };
     let plan = build_plan(&host, &sel, &opts, &layout)?;
     if a.dry_run {
@@ -212,6 +223,148 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         _ => None,
     };
     live::apply(&host, &plan, &target, ldconfig.as_ref())
+}
+
+/// WSL2: the driver store and `/usr/lib/wsl/lib` at their own paths, `/dev/dxg` when devices
+/// are asked for (any: the GPUs behind it cannot be told apart without NVML). Requirements on
+/// the CUDA or driver version are checked against the store's `.inf` version.
+fn configure_wsl(g: &Global, a: &ConfigureArgs, wsl: &Wsl, roots: &Roots) -> Result<()> {
+    let facts = HostFacts {
+        cuda: wsl
+            .store
+            .version
+            .as_deref()
+            .and_then(|v| v.split('.').next()?.parse().ok())
+            .and_then(crate::discover::tables::cuda_version_for_branch)
+            .map(|(x, y)| format!("{x}.{y}")),
+        driver: wsl.store.version.clone(),
+    };
+    check_requirements(&a.require, &facts, &[]).context("requirement error")?;
+    let opts = Options {
+        no_devbind: a.no_devbind,
+        no_cgroups: a.no_cgroups,
+        ..Options::default()
+    };
+    let mut plan = build_wsl_plan(wsl, &opts);
+    if a.device.is_none() {
+        plan.binds
+            .retain(|b| !matches!(b.kind, Kind::Device { .. }));
+        plan.cgroup.clear();
+    }
+    if a.dry_run {
+        crate::report::write_stdout(&plan.to_string())?;
+        return Ok(());
+    }
+    let target = target_of(a);
+    let ldconfig = match super::config(g)?.nvbox.ldcache.as_deref() {
+        Some("ldconfig") => Some(live::ldconfig::prepare(&ldconfig_path(a, &target))?),
+        _ => None,
+    };
+    live::apply_from(roots, &plan, &target, ldconfig.as_ref())
+}
+
+/// Tegra without the OpenRM driver (Orin's nvgpu): what the CSV files of
+/// `modes.csv.mount-spec-path` list, as libnvidia-container's Jetson support gives it — the `dev`
+/// nodes when devices are asked for, the files, the `sym` chains and the loader cache.
+fn configure_tegra(g: &Global, a: &ConfigureArgs, roots: &Roots) -> Result<()> {
+    let cfg = super::config(g)?;
+    let files = csv::list_csv_files(Path::new(&cfg.runtime.modes.csv.mount_spec_path), false);
+    let (specs, mut warnings) = csv::load_mount_specs(&files)?;
+    let nodes = csv::device_edits(&specs, &roots.dev);
+    let found = csv::driver_edits(&specs, &roots.driver, &[])?;
+    warnings.extend(nodes.warnings);
+    warnings.extend(found.warnings.iter().cloned());
+    for w in &warnings {
+        crate::warn!("{w}");
+    }
+    let tegra = read_tegra(roots);
+    let facts = HostFacts {
+        cuda: tegra.cuda.clone(),
+        driver: None,
+    };
+    check_requirements(&a.require, &facts, &[]).context("requirement error")?;
+    let mut plan = Plan::default();
+    if a.device.is_some() {
+        for n in &nodes.device_nodes {
+            let (Some(major), Some(minor)) = (n.major, n.minor) else {
+                continue;
+            };
+            let (major, minor) = (major as u32, minor as u32);
+            if !a.no_devbind {
+                plan.binds.push(Bind {
+                    root: Root::Dev,
+                    source: n.path.clone(),
+                    target: n.path.clone(),
+                    kind: Kind::Device { major, minor },
+                });
+            }
+            if !a.no_cgroups {
+                plan.cgroup.push((major, minor));
+            }
+        }
+    }
+    for m in &found.mounts {
+        let is_dir = crate::discover::under(&roots.driver, &m.container_path).is_dir();
+        plan.binds.push(Bind {
+            root: Root::Driver,
+            source: m.container_path.clone(),
+            target: m.container_path.clone(),
+            kind: if is_dir { Kind::Dir } else { Kind::File },
+        });
+    }
+    if crate::discover::under(&roots.driver, TEGRA_RELEASE).is_file() {
+        plan.binds.push(Bind {
+            root: Root::Driver,
+            source: TEGRA_RELEASE.to_owned(),
+            target: TEGRA_RELEASE.to_owned(),
+            kind: Kind::File,
+        });
+    }
+    for link in found.library_links.iter().chain(&found.links) {
+        if let Some((target, at)) = link.split_once("::") {
+            plan.symlinks.push((at.to_owned(), target.to_owned()));
+        }
+    }
+    let flags = FLAG_ELF_LIBC6 | native_arch_flag();
+    for lib in &found.libraries {
+        let (dir, file) = lib.rsplit_once('/').unwrap_or(("", lib));
+        if let Some(soname) = soname_of(&crate::discover::under(&roots.driver, lib)) {
+            plan.cache.push(CacheEntry {
+                dir: dir.to_owned(),
+                soname,
+                file: file.to_owned(),
+                flags,
+            });
+            if !plan.cache_dirs.iter().any(|d| d == dir) {
+                plan.cache_dirs.push(dir.to_owned());
+            }
+        }
+    }
+    if a.dry_run {
+        crate::report::write_stdout(&plan.to_string())?;
+        return Ok(());
+    }
+    let target = target_of(a);
+    let ldconfig = match cfg.nvbox.ldcache.as_deref() {
+        Some("ldconfig") => Some(live::ldconfig::prepare(&ldconfig_path(a, &target))?),
+        _ => None,
+    };
+    live::apply_from(roots, &plan, &target, ldconfig.as_ref())
+}
+
+fn target_of(a: &ConfigureArgs) -> Target {
+    match a.pid {
+        Some(pid) => Target {
+            pid,
+            rootfs: a.rootfs.clone(),
+            supervised: true,
+        },
+        None => Target {
+            pid: nix::unistd::getppid().as_raw(),
+            rootfs: a.rootfs.clone(),
+            supervised: false,
+        },
+    }
 }
 
 /// `--ldconfig`, else the image's `/sbin/ldconfig.real` if it has one (Ubuntu's `/sbin/ldconfig`

@@ -35,6 +35,31 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         }
     }
     let (roots, known_gpus) = prepare_host(g)?;
+    if let Some(wsl) = super::list::wsl_host(&roots)? {
+        // The version is the store's (its `.inf`); the GPUs sit behind /dev/dxg, where only
+        // NVML (which nvbox does not load) can name them.
+        let version = wsl
+            .store
+            .version
+            .clone()
+            .unwrap_or_else(|| "unknown".to_owned());
+        let branch = version.split('.').next().and_then(|b| b.parse().ok());
+        let driver = Driver {
+            cuda: branch.and_then(crate::discover::tables::cuda_version_for_branch),
+            version,
+        };
+        eprintln!(
+            "nvidia-container-cli: WSL2: GPUs behind {} are not listed (they need NVML); driver store {}",
+            wsl.dxg.path, wsl.store.path
+        );
+        let text = match format {
+            Format::Text => render_text(&driver, &[]),
+            Format::Csv => render_csv(&driver, &[]),
+            Format::Json => render_json(&driver, &[]),
+        };
+        std::io::stdout().lock().write_all(text.as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let driver = read_driver(&roots).context("initialization error")?;
     let gpus = match known_gpus {
         Some(gpus) => gpus,

@@ -13,10 +13,11 @@ use lexopt::prelude::*;
 use super::{Global, append, command_help, input_error, prepare_host, reject_positional, string};
 use crate::discover::Roots;
 use crate::discover::devices::{Majors, find_node};
-use crate::discover::driver::read_driver;
+use crate::discover::driver::{VERSION_FILE, read_driver};
 use crate::discover::files::{self, Bits, IpcOptions};
 use crate::discover::gpus::{self, CAPS_DIR, Gpu, MIG_MINORS, read_gpus};
 use crate::discover::root::RootDir;
+use crate::discover::wsl::{Wsl, read_wsl};
 use crate::select::{Selection, check_mig_all, select_devices};
 
 #[derive(Debug, Default)]
@@ -97,6 +98,9 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
     };
     let imex = parse_imex_channels(&a.imex_channels)?;
     let (roots, known_gpus) = prepare_host(g)?;
+    if let Some(wsl) = wsl_host(&roots)? {
+        return list_wsl(&wsl, &a);
+    }
     let driver = read_driver(&roots).context("initialization error")?;
     let needs_gpus = a.device.is_some() || a.mig_config.is_some() || a.mig_monitor.is_some();
     let gpus = match (needs_gpus, known_gpus) {
@@ -156,6 +160,36 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
     if a.binaries || a.libraries || a.ipcs || a.firmwares {
         let root = crate::discover::host::open_driver_root(&roots)?;
         list_driver_files(&mut out, &root, &a, g, &driver.version).context("detection error")?;
+    }
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// WSL2 (no `/proc/driver/nvidia`, a `/dev/dxg`): what a container gets there.
+pub fn wsl_host(roots: &Roots) -> Result<Option<Wsl>> {
+    if roots.proc_path(VERSION_FILE).exists() {
+        return Ok(None);
+    }
+    read_wsl(roots).context("initialization error")
+}
+
+/// `/dev/dxg` for any device request, the store's and `/usr/lib/wsl/lib`'s libraries, the
+/// store's `nvidia-smi`; the store's other files (`.bin`, `.dll`) with the firmwares.
+fn list_wsl(wsl: &Wsl, a: &ListArgs) -> Result<ExitCode> {
+    let mut out = String::new();
+    if a.device.is_some() {
+        let _ = writeln!(out, "{}", wsl.dxg.path);
+    }
+    let smi = wsl.nvidia_smi();
+    for f in &wsl.files {
+        let shown = match (f.soname.is_some(), Some(f.path.as_str()) == smi) {
+            (true, _) => a.libraries,
+            (false, true) => a.binaries,
+            (false, false) => a.firmwares,
+        };
+        if shown {
+            let _ = writeln!(out, "{}", f.path);
+        }
     }
     std::io::stdout().lock().write_all(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)

@@ -11,13 +11,22 @@ use serde_json::{Value, json};
 
 use crate::applets::cli::{self, Global};
 use crate::config::Config;
+use crate::discover::Roots;
 use crate::discover::files::IpcOptions;
+use crate::discover::gated::find_gated;
 use crate::discover::host::{HostQuery, read_host};
+use crate::discover::tegra::read_tegra;
+use crate::discover::wsl::{Wsl, read_wsl};
 use crate::plan::{self, CompatMode, Options, Plan};
 use crate::request::{Caps, Devices, Request};
 use crate::select::select_devices;
 use crate::spec::cdi::{self, ContainerEdits};
-use crate::spec::generate::{HookCommand, edits_from_plan};
+use crate::spec::generate::csv::{CsvOptions, generate_csv_spec, runtime_csv_files};
+use crate::spec::generate::wsl::wsl_edits;
+use crate::spec::generate::{
+    GenerateOptions, HookCommand, NameStrategy, edits_from_binds, edits_from_plan,
+    graphics_edits_from_plan,
+};
 use crate::spec::oci;
 
 /// jit-cdi: discover, plan, and write the plan into the spec.
@@ -33,6 +42,9 @@ pub fn inject_jit(
         ..Global::default()
     };
     let roots = cli::roots(&g)?;
+    if let Some(wsl) = read_wsl(&roots)? {
+        return inject_wsl(spec, &wsl, &roots, cfg_path);
+    }
     let needs_gpus = !matches!(req.devices, Devices::DriverOnly);
     let query = HostQuery {
         ldcache: Some(cfg.cli.ldcache.clone()).filter(|l| !l.is_empty()),
@@ -40,7 +52,9 @@ pub fn inject_jit(
         path_env: std::env::var("PATH").ok(),
         mps_dir: std::env::var("CUDA_MPS_PIPE_DIRECTORY").ok(),
         imex_channels: req.imex_channels.clone(),
+        gated: req.gated.clone(),
         ipc: IpcOptions::default(),
+        graphics: true,
         ..HostQuery::default()
     };
     let host = read_host(&roots, &query)?;
@@ -57,6 +71,7 @@ pub fn inject_jit(
             .union(Caps::UTILITY)
             .union(Caps::VIDEO),
         compat_mode: CompatMode::Disabled,
+        graphics: true,
         ..Options::default()
     };
     let plan = plan::build_plan(&host, &sel, &opts, &layout)?;
@@ -69,6 +84,70 @@ pub fn inject_jit(
     edits.env.push("NVIDIA_VISIBLE_DEVICES=void".to_owned());
     cdi::apply_edits(spec, &edits)?;
     allow_extra_rules(spec, &plan, &edits)
+}
+
+/// legacy: what upstream's graphics modifier adds beside the prestart hook, for a container
+/// that asks for devices and the `graphics` or `display` capability: the graphics config files,
+/// EGL platform libraries, X.Org modules, the selected GPUs' DRM nodes and their links. The
+/// hook's libraries land in the same directory, so the loader cache is updated over it after the
+/// hook ran (createContainer follows prestart); upstream leaves that to libnvidia-container's
+/// ldconfig run. Returns whether the spec changed.
+pub fn inject_legacy_graphics(
+    spec: &mut Value,
+    cfg: &Config,
+    cfg_path: Option<&Path>,
+    req: &Request,
+    rootfs: &Path,
+) -> Result<bool> {
+    let wants = req.caps.contains(Caps::GRAPHICS) || req.caps.contains(Caps::DISPLAY);
+    let Some(ids) = req.device_spec().filter(|d| !d.is_empty()) else {
+        return Ok(false);
+    };
+    if !wants {
+        return Ok(false);
+    }
+    let g = Global {
+        config: Some(cfg.clone()),
+        ..Global::default()
+    };
+    let roots = cli::roots(&g)?;
+    let query = HostQuery {
+        ldcache: Some(cfg.cli.ldcache.clone()).filter(|l| !l.is_empty()),
+        gpus: true,
+        path_env: std::env::var("PATH").ok(),
+        graphics: true,
+        ..HostQuery::default()
+    };
+    let host = read_host(&roots, &query)?;
+    let sel = select_devices(&host.gpus, &ids).context("device error")?;
+    let layout = crate::live::probe_layout(rootfs, false)?;
+    let opts = Options {
+        caps: req.caps,
+        graphics: true,
+        ..Options::default()
+    };
+    let plan = plan::build_graphics_plan(&host, &sel, &opts, &layout);
+    let hook = hook_command(cfg_path)?;
+    let mut edits = graphics_edits_from_plan(&plan, &host.roots, &hook);
+    if edits.is_empty() {
+        return Ok(false);
+    }
+    combine_hooks(&mut edits, &hook);
+    cdi::apply_edits(spec, &edits)?;
+    Ok(true)
+}
+
+/// jit-cdi on WSL2: whatever GPUs are asked for, the container gets `/dev/dxg` and the driver
+/// store (upstream's wsl spec has a single `all` device); the same edits `cdi generate --mode
+/// wsl` writes.
+fn inject_wsl(spec: &mut Value, wsl: &Wsl, roots: &Roots, cfg_path: Option<&Path>) -> Result<()> {
+    let plan = plan::build_wsl_plan(wsl, &Options::default());
+    let hook = hook_command(cfg_path)?;
+    let (device, mut edits) = wsl_edits(&plan, roots, &hook, &|_| true, None);
+    edits.append(&device);
+    combine_hooks(&mut edits, &hook);
+    edits.env.push("NVIDIA_VISIBLE_DEVICES=void".to_owned());
+    cdi::apply_edits(spec, &edits)
 }
 
 /// Our own hooks, run as one `nvbox-jit` process: the spec is made for this binary on the fly,
@@ -161,46 +240,92 @@ pub fn inject_cdi(spec: &mut Value, cfg: &Config, req: &Request) -> Result<()> {
     Ok(())
 }
 
-/// csv (Tegra): the mount spec files turned into edits; `all_files` is
-/// `NVIDIA_REQUIRE_JETPACK=csv-mounts=all` (every CSV file, not only the base three).
-pub fn inject_csv(spec: &mut Value, cfg: &Config, all_files: bool) -> Result<()> {
-    use crate::spec::csv;
-    let files = csv::list_csv_files(Path::new(&cfg.runtime.modes.csv.mount_spec_path), all_files);
-    let (specs, mut warnings) = csv::load_mount_specs(&files);
-    let root = if cfg.cli.root.is_empty() {
-        "/"
-    } else {
-        cfg.cli.root.as_str()
+/// The gated devices of cdi and csv modes, which have no plan of their own: discovered, made
+/// plan data and turned into edits as jit-cdi's are. Upstream's cdi mode drops them silently.
+pub fn inject_gated(spec: &mut Value, cfg: &Config, req: &Request) -> Result<()> {
+    if req.gated.is_empty() {
+        return Ok(());
+    }
+    let g = Global {
+        config: Some(cfg.clone()),
+        ..Global::default()
     };
-    let exe = std::env::current_exe().context("locate the nvbox binary")?;
-    let (mut edits, more) =
-        csv::edits_from_mount_specs(&specs, Path::new(root), &exe.display().to_string());
-    warnings.extend(more);
+    let roots = cli::roots(&g)?;
+    let mut plan = Plan::default();
+    plan::add_gated(
+        &mut plan,
+        &Options::default(),
+        &find_gated(&roots, &req.gated),
+    );
+    cdi::apply_edits(spec, &edits_from_binds(&plan.binds, &roots))
+}
+
+/// csv (Tegra): the spec `cdi generate --mode csv` would write for this host, and from it the
+/// requested devices (`all`, an index or a UUID; upstream's automatic CSV spec) with the common
+/// edits. `all_files` is `NVIDIA_REQUIRE_JETPACK=csv-mounts=all` (every CSV file, not only the
+/// base three).
+pub fn inject_csv(
+    spec: &mut Value,
+    cfg: &Config,
+    cfg_path: Option<&Path>,
+    req: &Request,
+    all_files: bool,
+) -> Result<()> {
+    let g = Global {
+        config: Some(cfg.clone()),
+        ..Global::default()
+    };
+    let roots = cli::roots(&g)?;
+    let tegra = read_tegra(&roots);
+    let csv_opts = CsvOptions {
+        files: runtime_csv_files(Path::new(&cfg.runtime.modes.csv.mount_spec_path), all_files),
+        ignore_patterns: Vec::new(),
+        compat_container_root: cfg.runtime.modes.csv.compat_container_root.clone(),
+    };
+    let wanted: Vec<String> = match &req.devices {
+        Devices::Unrequested => return Ok(()),
+        Devices::DriverOnly => Vec::new(),
+        Devices::All => vec!["all".to_owned()],
+        Devices::Ids(ids) => ids.clone(),
+    };
+    let hook = hook_command(cfg_path)?;
+    let opts = GenerateOptions {
+        vendor: "nvidia.com".to_owned(),
+        class: "gpu".to_owned(),
+        strategies: vec![NameStrategy::Index, NameStrategy::Uuid],
+        device_ids: if wanted.is_empty() {
+            vec!["none".to_owned()]
+        } else {
+            wanted.clone()
+        },
+        no_all_device: false,
+        management: false,
+        disabled_hooks: cfg
+            .runtime
+            .modes
+            .jit_cdi
+            .nvcdi_disable_hooks
+            .clone()
+            .unwrap_or_default(),
+        enabled_hooks: Vec::new(),
+        hook: hook.clone(),
+        ldconfig_path: None,
+    };
+    let (csv_spec, warnings) =
+        generate_csv_spec(&roots, &tegra, &csv_opts, &opts).context("csv mode")?;
     for w in &warnings {
         crate::warn!("{w}");
     }
-    for h in &mut edits.hooks {
-        // Called by path, the binary picks its role from argv[0].
-        if let Some(first) = h.args.first_mut() {
-            *first = "nvidia-cdi-hook".to_owned();
-        }
+    let mut edits = csv_spec.container_edits.clone();
+    for name in &wanted {
+        let device = csv_spec
+            .devices
+            .iter()
+            .find(|d| d.name == *name)
+            .ok_or_else(|| anyhow!("csv mode: unsupported device id: {name}"))?;
+        edits.append(&device.container_edits);
     }
-    // The soname links of the listed libraries (`sym` entries for them are skipped, as upstream
-    // does) come from the loader-cache update over their directories.
-    let mut folders: Vec<String> = Vec::new();
-    for m in &edits.mounts {
-        if m.container_path.contains(".so")
-            && let Some((dir, _)) = m.container_path.rsplit_once('/')
-            && !folders.iter().any(|f| f == dir)
-        {
-            folders.push(dir.to_owned());
-        }
-    }
-    if !folders.is_empty() {
-        let hook = hook_command(None)?;
-        let args: Vec<String> = folders.iter().map(|f| format!("--folder={f}")).collect();
-        edits.hooks.push(hook.make("update-ldcache", &args));
-    }
+    combine_hooks(&mut edits, &hook);
     cdi::apply_edits(spec, &edits)
 }
 

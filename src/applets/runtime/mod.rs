@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow, bail};
 
 use crate::config::Config;
+use crate::discover::tegra;
 use crate::request::{Devices, read_container, request_for_runtime};
 use crate::spec::oci::{self, SpecFile};
 use crate::version;
@@ -123,7 +124,8 @@ pub fn find_executable(name: &str) -> Option<PathBuf> {
 }
 
 /// The mode in effect for this container: `auto` is cdi when every requested device is a
-/// fully-qualified CDI name, csv on Tegra, else jit-cdi (upstream 1.18+).
+/// fully-qualified CDI name, csv on a Tegra host with integrated GPUs only, else jit-cdi
+/// (upstream 1.18+).
 fn resolve_mode(cfg: &Config, devices: &Devices) -> Result<&'static str> {
     Ok(match cfg.runtime.mode.as_str() {
         "legacy" => "legacy",
@@ -172,14 +174,16 @@ pub fn is_cdi_name(s: &str) -> bool {
     matches!(s.split_once('='), Some((kind, name)) if kind.contains('/') && !name.is_empty())
 }
 
+/// Upstream's platform check: Tegra files, and no discrete GPU beside the integrated one.
 fn is_tegra(cfg: &Config) -> bool {
-    let sys = cfg
-        .nvbox
-        .sys_root
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/"));
-    let family = std::fs::read_to_string(sys.join("sys/devices/soc0/family")).unwrap_or_default();
-    Path::new("/etc/nv_tegra_release").exists() || family.to_lowercase().starts_with("tegra")
+    let g = crate::applets::cli::Global {
+        config: Some(cfg.clone()),
+        ..Default::default()
+    };
+    let Ok(roots) = crate::applets::cli::roots(&g) else {
+        return false;
+    };
+    tegra::is_tegra(&roots) && tegra::read_tegra(&roots).only_integrated()
 }
 
 /// `create`: decide from the spec what the container asks for, then edit it for the mode.
@@ -212,8 +216,11 @@ fn modify_bundle(scan: &args::Scan, cfg: &Config, cfg_path: Option<&Path>) -> Re
             if !req.is_gpu_container() {
                 return Ok(());
             }
+            let rootfs = oci::rootfs_of(&bundle, &file.value)?;
+            let graphics =
+                jit::inject_legacy_graphics(&mut file.value, cfg, cfg_path, &req, &rootfs)?;
             let hook = hook_path(cfg);
-            oci::add_prestart_hook(&mut file.value, &hook, cfg_path)?
+            oci::add_prestart_hook(&mut file.value, &hook, cfg_path)? || graphics
         }
         _ => {
             let removed = oci::remove_nvidia_hooks(&mut file.value);
@@ -226,9 +233,13 @@ fn modify_bundle(scan: &args::Scan, cfg: &Config, cfg_path: Option<&Path>) -> Re
                             .env
                             .iter()
                             .any(|e| e == "NVIDIA_REQUIRE_JETPACK=csv-mounts=all");
-                        jit::inject_csv(&mut file.value, cfg, all)?
+                        jit::inject_csv(&mut file.value, cfg, cfg_path, &req, all)?
                     }
                     _ => jit::inject_jit(&mut file.value, cfg, cfg_path, &req, &rootfs)?,
+                }
+                // jit-cdi's plan has them already.
+                if matches!(mode, "cdi" | "csv") {
+                    jit::inject_gated(&mut file.value, cfg, &req)?;
                 }
                 true
             } else {

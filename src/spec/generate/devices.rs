@@ -11,7 +11,7 @@ use crate::discover::host::Host;
 use crate::plan::{Bind, Kind, Root};
 use crate::request::Caps;
 use crate::select::{Selection, select_devices};
-use crate::spec::cdi::{ContainerEdits, Device, DeviceNode};
+use crate::spec::cdi::{Device, DeviceNode};
 
 /// A device to name: a full GPU or a MIG device, by position in the host's lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,30 +74,43 @@ fn names(host: &Host, t: Target, strategies: &[NameStrategy]) -> Vec<String> {
 }
 
 /// One entry per device and naming strategy: the nodes a plan for that device alone has (the
-/// control nodes are removed later as common), plus the GPU's DRM nodes.
+/// control nodes are removed later as common), which with `graphics` includes a full GPU's DRM
+/// nodes and the by-path links that point at them (upstream gives MIG devices DRM nodes only
+/// for `+gfx` profiles, which procfs does not show: nvbox gives them none).
 pub(super) fn gpu_devices(host: &Host, o: &GenerateOptions) -> Result<Vec<Device>> {
     let mut devices = Vec::new();
     for t in targets(host, &o.device_ids)? {
-        let (g, sel) = match t {
-            Target::Gpu(g) => (
-                g,
-                Selection {
-                    gpus: vec![g],
-                    ..Selection::default()
-                },
-            ),
-            Target::Mig(g, m) => (
-                g,
-                Selection {
-                    gpus: vec![g],
-                    migs: vec![(g, m)],
-                    all: false,
-                },
-            ),
+        let sel = match t {
+            Target::Gpu(g) => Selection {
+                gpus: vec![g],
+                ..Selection::default()
+            },
+            Target::Mig(g, m) => Selection {
+                gpus: vec![g],
+                migs: vec![(g, m)],
+                all: false,
+            },
         };
-        let p = build(host, &sel, Caps::default())?;
-        let mut e = edits_from_binds(&p.binds, &host.roots);
-        add_drm(&mut e, host, g, o);
+        let p = build(host, &sel, Caps::GRAPHICS)?;
+        let nodes: Vec<Bind> = p
+            .binds
+            .iter()
+            .filter(|b| b.root == Root::Dev)
+            .cloned()
+            .collect();
+        let mut e = edits_from_binds(&nodes, &host.roots);
+        let links: Vec<String> = p
+            .symlinks
+            .iter()
+            .filter(|(link, _)| link.starts_with("/dev/dri/"))
+            .flat_map(|(link, target)| ["--link".to_owned(), format!("{target}::{link}")])
+            .collect();
+        if !links.is_empty() {
+            o.push_hook(&mut e, "create-symlinks", &links);
+        }
+        if nodes.iter().any(|b| b.target.starts_with("/dev/dri/")) {
+            o.push_hook(&mut e, "chmod", &chmod_args("/dev/dri"));
+        }
         for name in names(host, t, &o.strategies) {
             devices.push(Device {
                 name,
@@ -107,57 +120,6 @@ pub(super) fn gpu_devices(host: &Host, o: &GenerateOptions) -> Result<Vec<Device
         }
     }
     Ok(devices)
-}
-
-/// `/dev/dri/cardN` and `renderDN` of the GPU's PCI function, and the by-path links that point
-/// at them (only when the host's link points at an injected node).
-fn add_drm(e: &mut ContainerEdits, host: &Host, g: usize, o: &GenerateOptions) {
-    let bus = host.gpus[g].proc_dir.to_ascii_lowercase();
-    let dir = host
-        .roots
-        .sys_path(&format!("/sys/bus/pci/devices/{bus}/drm"));
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut nodes: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with("card") || n.starts_with("renderD"))
-        .collect();
-    nodes.sort();
-    let mut links = Vec::new();
-    for name in &nodes {
-        let path = format!("/dev/dri/{name}");
-        let Some((major, minor)) = char_device(&host.roots.dev_path(&path)) else {
-            continue;
-        };
-        let b = Bind {
-            root: Root::Dev,
-            source: path.clone(),
-            target: path,
-            kind: Kind::Device { major, minor },
-        };
-        e.device_nodes
-            .push(device_node(&b, &host.roots, major, minor));
-        let kind = if name.starts_with("card") {
-            "card"
-        } else {
-            "render"
-        };
-        let link = format!("/dev/dri/by-path/pci-{bus}-{kind}");
-        if let Ok(target) = std::fs::read_link(host.roots.dev_path(&link))
-            && target.file_name().is_some_and(|f| f == name.as_str())
-        {
-            links.push("--link".to_owned());
-            links.push(format!("{}::{link}", target.display()));
-        }
-    }
-    if !links.is_empty() {
-        o.push_hook(e, "create-symlinks", &links);
-    }
-    if !nodes.is_empty() {
-        o.push_hook(e, "chmod", &chmod_args("/dev/dri"));
-    }
 }
 
 fn char_device(path: &Path) -> Option<(u32, u32)> {

@@ -6,14 +6,23 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 use super::{Flag, Format, env_list, log_warn, next_flag, parse_bool, split_list, write_spec};
 use crate::applets::ctk::Global;
 use crate::discover::Roots;
+use crate::discover::gated::Gated;
 use crate::discover::host::{HostQuery, read_host};
+use crate::discover::tegra::{is_tegra, read_tegra};
+use crate::discover::wsl::{DXG, Wsl, is_wsl, read_wsl};
 use crate::spec::cdi::parse_qualified_name;
-use crate::spec::generate::{GenerateOptions, HookCommand, NameStrategy, generate_spec};
+use crate::spec::csv::{DEFAULT_CSV_FILES, DEFAULT_MOUNT_SPEC_PATH};
+use crate::spec::generate::csv::{CsvOptions, generate_csv_spec};
+use crate::spec::generate::wsl::generate_wsl_spec;
+use crate::spec::generate::{
+    GenerateOptions, HookCommand, NameStrategy, generate_gated_spec, generate_imex_spec,
+    generate_spec,
+};
 
 /// Driver binaries are looked up in fixed directories: a spec must not depend on the caller.
 const BIN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -36,6 +45,9 @@ struct Args {
     no_all_device: Option<bool>,
     disabled_hooks: Vec<String>,
     enabled_hooks: Vec<String>,
+    csv_files: Vec<String>,
+    csv_ignore_patterns: Vec<String>,
+    csv_compat_root: Option<String>,
 }
 
 const PREFIX: &str = "NVIDIA_CTK_CDI_GENERATE_";
@@ -70,6 +82,9 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Args>> {
             "no-all-device" => a.no_all_device = Some(flag.boolean()?),
             "disable-hook" | "disable-hooks" => list(flag, &mut it, &mut a.disabled_hooks)?,
             "enable-hook" | "enable-hooks" => list(flag, &mut it, &mut a.enabled_hooks)?,
+            "csv.file" => list(flag, &mut it, &mut a.csv_files)?,
+            "csv.ignore-pattern" => list(flag, &mut it, &mut a.csv_ignore_patterns)?,
+            "csv.compat-container-root" => a.csv_compat_root = Some(flag.value(&mut it)?),
             // Accepted for compatibility; discovery here has no use for them.
             "feature-flag" | "feature-flags" | "library-search-path" | "config-search-path" => {
                 flag.value(&mut it)?;
@@ -88,13 +103,17 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
     };
     fill_from_env(&mut a);
     let cfg = super::load_config(g)?;
-    let mode = a.mode.clone().unwrap_or_else(|| "auto".to_owned());
+    let mode = a
+        .mode
+        .clone()
+        .unwrap_or_else(|| "auto".to_owned())
+        .to_lowercase();
+    let gated = Gated::from_mode(&mode);
+    let imex = mode == "imex";
     let management = match mode.as_str() {
-        "auto" | "nvml" => false,
+        "auto" | "nvml" | "wsl" | "csv" => false,
         "management" => true,
-        "csv" | "gdrcopy" | "gds" | "imex" | "mofed" | "nvswitch" | "wsl" => {
-            bail!("failed to create CDI library: mode {mode:?} is not supported by nvbox")
-        }
+        _ if gated.is_some() || imex => false,
         _ => bail!("invalid discovery mode: {mode}"),
     };
     let format = output_format(g, &a)?;
@@ -106,7 +125,17 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         }
         .to_owned()
     });
-    let class = a.class.clone().unwrap_or_else(|| "gpu".to_owned());
+    // Upstream's command line defaults every mode to `gpu`, so a gated spec's `all` collides
+    // with the GPU spec's in the same directory and the CDI registry drops both; its library
+    // names the class after the mode, which is what nvbox defaults to.
+    let class = a.class.clone().unwrap_or_else(|| {
+        match gated {
+            Some(kind) => kind.name(),
+            None if imex => "imex-channel",
+            None => "gpu",
+        }
+        .to_owned()
+    });
     parse_qualified_name(&format!("{vendor}/{class}=x"))
         .context("invalid CDI vendor or class name")?;
     let mut strategies = Vec::new();
@@ -139,18 +168,105 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         a.proc_root.as_deref().or(cfg.nvbox.proc_root.as_deref()),
         a.sys_root.as_deref().or(cfg.nvbox.sys_root.as_deref()),
     );
+    if gated.is_some() || imex {
+        let opts = GenerateOptions {
+            vendor,
+            class,
+            strategies,
+            device_ids,
+            no_all_device: no_all,
+            management: false,
+            disabled_hooks: Vec::new(),
+            enabled_hooks: Vec::new(),
+            hook: HookCommand::new(String::new(), Vec::new()),
+            ldconfig_path: None,
+        };
+        let spec = match gated {
+            Some(kind) => generate_gated_spec(&roots, kind, &opts),
+            None => generate_imex_spec(&roots, &opts),
+        }
+        .context("failed to generate CDI spec")?;
+        write_spec(&spec, format, a.output.as_deref())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Upstream's auto mode picks wsl where dxcore is found; here, where `/dev/dxg` is.
+    let wsl = mode == "wsl" || (mode == "auto" && is_wsl(&roots));
+    if wsl {
+        let found = read_wsl(&roots)
+            .context("failed to create CDI library")?
+            .ok_or_else(|| anyhow!("failed to create CDI library: WSL2 mode but no {DXG}"))?;
+        report_wsl(g, &found);
+        let spec = generate_wsl_spec(
+            &found,
+            &roots,
+            &generate_options(
+                &a, vendor, class, strategies, device_ids, no_all, management,
+            ),
+        )
+        .context("failed to generate CDI spec")?;
+        write_spec(&spec, format, a.output.as_deref())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Upstream's auto mode picks csv on Tegra hosts whose GPUs are all integrated.
+    let csv = mode == "csv"
+        || (mode == "auto" && is_tegra(&roots) && read_tegra(&roots).only_integrated());
+    if csv {
+        let tegra = read_tegra(&roots);
+        let files = if a.csv_files.is_empty() {
+            DEFAULT_CSV_FILES
+                .iter()
+                .map(|f| Path::new(DEFAULT_MOUNT_SPEC_PATH).join(f))
+                .collect()
+        } else {
+            a.csv_files.iter().map(PathBuf::from).collect()
+        };
+        let csv_opts = CsvOptions {
+            files,
+            ignore_patterns: a.csv_ignore_patterns.clone(),
+            compat_container_root: a.csv_compat_root.clone(),
+        };
+        let opts = generate_options(
+            &a, vendor, class, strategies, device_ids, no_all, management,
+        );
+        let (spec, warnings) = generate_csv_spec(&roots, &tegra, &csv_opts, &opts)
+            .context("failed to generate CDI spec")?;
+        for w in &warnings {
+            log_warn(g, w);
+        }
+        write_spec(&spec, format, a.output.as_deref())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let query = HostQuery {
         gpus: !management,
         path_env: Some(BIN_PATH.to_owned()),
+        // Management specs carry device nodes only (upstream pkg/nvcdi/management.go).
+        graphics: !management,
         ..HostQuery::default()
     };
     let host = read_host(&roots, &query).context("failed to create CDI library")?;
-    let opts = GenerateOptions {
+    let opts = generate_options(
+        &a, vendor, class, strategies, device_ids, no_all, management,
+    );
+    let spec = generate_spec(&host, &opts).context("failed to generate CDI spec")?;
+    write_spec(&spec, format, a.output.as_deref())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn generate_options(
+    a: &Args,
+    vendor: String,
+    class: String,
+    strategies: Vec<NameStrategy>,
+    device_ids: Vec<String>,
+    no_all_device: bool,
+    management: bool,
+) -> GenerateOptions {
+    GenerateOptions {
         vendor,
         class,
         strategies,
         device_ids,
-        no_all_device: no_all,
+        no_all_device,
         management,
         disabled_hooks: a.disabled_hooks.clone(),
         enabled_hooks: a.enabled_hooks.clone(),
@@ -159,10 +275,20 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
             vec!["NVIDIA_CTK_DEBUG=false".to_owned()],
         ),
         ldconfig_path: a.ldconfig_path.clone(),
-    };
-    let spec = generate_spec(&host, &opts).context("failed to generate CDI spec")?;
-    write_spec(&spec, format, a.output.as_deref())?;
-    Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Upstream's log lines for the store it uses and the required files it skips.
+fn report_wsl(g: &Global, w: &Wsl) {
+    for other in &w.other_stores {
+        log_warn(
+            g,
+            &format!("Ignoring older NVIDIA driver store {}", other.path),
+        );
+    }
+    for m in &w.missing {
+        log_warn(g, &format!("Could not locate {m}: skipping"));
+    }
 }
 
 fn fill_from_env(a: &mut Args) {
@@ -197,6 +323,14 @@ fn fill_from_env(a: &mut Args) {
     list(&mut a.device_ids, &format!("{PREFIX}DEVICE_IDS"));
     list(&mut a.disabled_hooks, &format!("{PREFIX}DISABLED_HOOKS"));
     list(&mut a.enabled_hooks, &format!("{PREFIX}ENABLED_HOOKS"));
+    list(&mut a.csv_files, &format!("{PREFIX}CSV_FILES"));
+    list(
+        &mut a.csv_ignore_patterns,
+        &format!("{PREFIX}CSV_IGNORE_PATTERNS"),
+    );
+    if a.csv_compat_root.is_none() {
+        a.csv_compat_root = env(&format!("{PREFIX}CSV_CONTAINER_COMPAT_ROOT"));
+    }
     if a.no_all_device.is_none() {
         a.no_all_device = env(&format!("{PREFIX}NO_ALL_DEVICE")).and_then(|v| parse_bool(&v));
     }
@@ -243,7 +377,8 @@ USAGE:
 OPTIONS:
    --output value                    the path where the spec is written (default: stdout) [$NVIDIA_CTK_CDI_OUTPUT_FILE_PATH]
    --format value                    json or yaml (default: yaml) [$NVIDIA_CTK_CDI_GENERATE_OUTPUT_FORMAT]
-   --mode value, --discovery-mode    auto, nvml or management (default: auto) [$NVIDIA_CTK_CDI_GENERATE_MODE]
+   --mode value, --discovery-mode    auto, nvml, management, csv, wsl, gds, mofed, gdrcopy, nvswitch
+                                     or imex (default: auto) [$NVIDIA_CTK_CDI_GENERATE_MODE]
    --device-name-strategy value      index, uuid, type-index (default: index, uuid) [$NVIDIA_CTK_CDI_GENERATE_DEVICE_NAME_STRATEGIES]
    --driver-root value               the driver root (default: /) [$NVIDIA_CTK_DRIVER_ROOT]
    --dev-root value                  where /dev is read (default: the driver root) [$NVIDIA_CTK_DEV_ROOT]
@@ -252,9 +387,15 @@ OPTIONS:
    --nvidia-cdi-hook-path value      the hook binary [$NVIDIA_CTK_CDI_HOOK_PATH]
    --ldconfig-path value             ldconfig for the update-ldcache hook [$NVIDIA_CTK_CDI_GENERATE_LDCONFIG_PATH]
    --vendor value, --cdi-vendor      (default: nvidia.com) [$NVIDIA_CTK_CDI_GENERATE_VENDOR]
-   --class value, --cdi-class        (default: gpu) [$NVIDIA_CTK_CDI_GENERATE_CLASS]
+   --class value, --cdi-class        (default: gpu; the mode's name for gds, mofed, gdrcopy and
+                                     nvswitch; imex-channel for imex) [$NVIDIA_CTK_CDI_GENERATE_CLASS]
    --device-id value                 all, none, or device ids (default: all) [$NVIDIA_CTK_CDI_GENERATE_DEVICE_IDS]
    --no-all-device                   no `all` device (default: false) [$NVIDIA_CTK_CDI_GENERATE_NO_ALL_DEVICE]
    --disable-hook value              hooks to leave out, or all [$NVIDIA_CTK_CDI_GENERATE_DISABLED_HOOKS]
    --enable-hook value               hooks to include (beats --disable-hook) [$NVIDIA_CTK_CDI_GENERATE_ENABLED_HOOKS]
+   --csv.file value                  CSV files for csv mode, repeatable (default: devices.csv, drivers.csv, l4t.csv
+                                     of /etc/nvidia-container-runtime/host-files-for-container.d) [$NVIDIA_CTK_CDI_GENERATE_CSV_FILES]
+   --csv.ignore-pattern value        sym entries to leave out: a glob on the path, **/GLOB on the name [$NVIDIA_CTK_CDI_GENERATE_CSV_IGNORE_PATTERNS]
+   --csv.compat-container-root value CUDA forward-compat directory in Orin images (default: /usr/local/cuda/compat_orin)
+                                     [$NVIDIA_CTK_CDI_GENERATE_CSV_CONTAINER_COMPAT_ROOT]
 ";

@@ -1,0 +1,317 @@
+//! `nvidia-ctk cdi generate --mode csv` and the runtime's csv mode (upstream
+//! `pkg/nvcdi/lib-csv.go`, `internal/platform-support/tegra/`): the CSV files' `dev` entries
+//! make the devices, everything else the common edits, with upstream's hooks — library links,
+//! the `sym` chains, CUDA forward compatibility (`--host-cuda-version`, Orin's
+//! `compat_orin`) and the loader cache over the library directories.
+//!
+//! Devices: with one GPU or none listed by the driver (Orin's nvgpu lists none) a single device
+//! `0` gets every `dev` entry (upstream's "pure CSV"). With an integrated and a discrete GPU
+//! (Thor or IGX with a dGPU), each is its own device: the iGPU (index 0) gets the entries but
+//! `/dev/nvidia1`, plus its display node `/dev/nvidia2`; the dGPU (index 1) gets its full-GPU
+//! nodes plus the entries that are neither GPU nor control nodes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+
+use super::{GenerateOptions, NameStrategy, finish_nodes, tidy};
+use crate::discover::Roots;
+use crate::discover::gpus::Gpu;
+use crate::discover::tegra::{TEGRA_RELEASE, Tegra};
+use crate::spec::cdi::{ContainerEdits, Device, DeviceNode, Spec, minimum_version};
+use crate::spec::csv::{self, CsvEdits};
+
+/// Where Orin images keep their CUDA forward-compat libraries (upstream's default).
+pub const ORIN_COMPAT_ROOT: &str = "/usr/local/cuda/compat_orin";
+const CONTROL_NODES: &[&str] = &[
+    "/dev/nvidia-modeset",
+    "/dev/nvidia-uvm-tools",
+    "/dev/nvidia-uvm",
+    "/dev/nvidiactl",
+];
+
+#[derive(Debug, Clone, Default)]
+pub struct CsvOptions {
+    pub files: Vec<PathBuf>,
+    /// `--csv.ignore-pattern`: `sym` entries to leave out.
+    pub ignore_patterns: Vec<String>,
+    /// `--csv.compat-container-root`; Orin defaults to [`ORIN_COMPAT_ROOT`].
+    pub compat_container_root: Option<String>,
+}
+
+/// The spec, and the warnings upstream logs (missing files and entries).
+pub fn generate_csv_spec(
+    roots: &Roots,
+    tegra: &Tegra,
+    c: &CsvOptions,
+    o: &GenerateOptions,
+) -> Result<(Spec, Vec<String>)> {
+    let (specs, mut warnings) = csv::load_mount_specs(&c.files)?;
+    let nodes = csv::device_edits(&specs, &roots.dev);
+    warnings.extend(nodes.warnings.iter().cloned());
+    let files = csv::driver_edits(&specs, &roots.driver, &c.ignore_patterns)?;
+    warnings.extend(files.warnings.iter().cloned());
+    let mut common = common_edits(roots, tegra, c, o, &files);
+    let mut devices = devices(roots, tegra, o, &nodes.device_nodes)?;
+    if !o.no_all_device && !devices.is_empty() {
+        let mut all = ContainerEdits::default();
+        for d in &devices {
+            all.append(&d.container_edits);
+        }
+        devices.push(Device {
+            name: "all".to_owned(),
+            container_edits: all,
+            ..Device::default()
+        });
+    }
+    for e in std::iter::once(&mut common).chain(devices.iter_mut().map(|d| &mut d.container_edits))
+    {
+        finish_nodes(e);
+    }
+    tidy(&mut common, &mut devices);
+    let mut spec = Spec {
+        kind: format!("{}/{}", o.vendor, o.class),
+        devices,
+        container_edits: common,
+        ..Spec::default()
+    };
+    let (a, b, cv) = minimum_version(&spec);
+    spec.cdi_version = format!("{a}.{b}.{cv}");
+    Ok((spec, warnings))
+}
+
+/// Upstream's order: the library links, the `sym` chains, CUDA compat, then the cache update,
+/// which comes last so it sees the links.
+fn common_edits(
+    roots: &Roots,
+    tegra: &Tegra,
+    c: &CsvOptions,
+    o: &GenerateOptions,
+    files: &CsvEdits,
+) -> ContainerEdits {
+    let mut e = ContainerEdits {
+        mounts: files.mounts.clone(),
+        env: vec!["NVIDIA_VISIBLE_DEVICES=void".to_owned()],
+        ..ContainerEdits::default()
+    };
+    let release = crate::discover::under(&roots.driver, TEGRA_RELEASE);
+    if release.is_file() {
+        let mut m = files.mounts.first().cloned().unwrap_or_default();
+        m.host_path = release.display().to_string();
+        m.container_path = TEGRA_RELEASE.to_owned();
+        m.options = ["ro", "nosuid", "nodev", "rbind", "rprivate"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        e.mounts.push(m);
+    }
+    for links in [&files.library_links, &files.links] {
+        if !links.is_empty() {
+            let args: Vec<String> = links
+                .iter()
+                .flat_map(|l| ["--link".to_owned(), l.clone()])
+                .collect();
+            o.push_hook(&mut e, "create-symlinks", &args);
+        }
+    }
+    if let Some(cuda) = &tegra.cuda {
+        let mut args = vec![format!("--host-cuda-version={cuda}")];
+        let root = c
+            .compat_container_root
+            .clone()
+            .or_else(|| tegra.orin.then(|| ORIN_COMPAT_ROOT.to_owned()));
+        if let Some(root) = root.filter(|_| tegra.orin) {
+            args.push(format!("--cuda-compat-container-root={root}"));
+        }
+        o.push_hook(&mut e, "enable-cuda-compat", &args);
+    }
+    let mut folders: Vec<&str> = Vec::new();
+    for m in &e.mounts {
+        let (dir, name) = m.container_path.rsplit_once('/').unwrap_or(("", ""));
+        if is_lib_name(name) && !dir.is_empty() && !folders.contains(&dir) {
+            folders.push(dir);
+        }
+    }
+    if !folders.is_empty() {
+        let mut args = Vec::new();
+        if let Some(p) = &o.ldconfig_path {
+            args.push("--ldconfig-path".to_owned());
+            args.push(p.clone());
+        }
+        for f in folders {
+            args.push("--folder".to_owned());
+            args.push(f.to_owned());
+        }
+        o.push_hook(&mut e, "update-ldcache", &args);
+    }
+    e
+}
+
+/// `lib?*.so*` with nothing but a version after `.so` (upstream's `isLibName`).
+fn is_lib_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("lib") else {
+        return false;
+    };
+    let Some(at) = rest.get(1..).and_then(|r| r.rfind(".so")) else {
+        return false;
+    };
+    let after = &rest[1 + at + 3..];
+    after.is_empty() || after.starts_with('.')
+}
+
+/// `/dev/nvidia<N>`: a full GPU's node.
+fn is_gpu_node(path: &str) -> bool {
+    path.strip_prefix("/dev/nvidia")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn devices(
+    roots: &Roots,
+    tegra: &Tegra,
+    o: &GenerateOptions,
+    csv_nodes: &[DeviceNode],
+) -> Result<Vec<Device>> {
+    let ids: Vec<&str> = o
+        .device_ids
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && *s != "none")
+        .collect();
+    // Without an integrated GPU among several (csv mode forced on a dGPU host), upstream
+    // errors on the first dGPU not at index 1; here the CSV files alone decide, as pure CSV.
+    let mixed = tegra.gpus.len() > 1 && tegra.gpus.iter().any(Tegra::is_integrated);
+    if !mixed {
+        for id in &ids {
+            if *id != "all" && *id != "0" && tegra.gpus.first().is_none_or(|g| g.uuid != *id) {
+                bail!("unsupported device id: {id}");
+            }
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let uuid = match tegra.gpus.as_slice() {
+            [one] => one.uuid.as_str(),
+            _ => "",
+        };
+        return Ok(named(o, 0, uuid, csv_nodes.to_vec()));
+    }
+    let mut chosen: Vec<&Gpu> = Vec::new();
+    for id in &ids {
+        let found: Vec<&Gpu> = if *id == "all" {
+            tegra.gpus.iter().collect()
+        } else {
+            let gpu = tegra
+                .gpus
+                .iter()
+                .find(|g| g.uuid == *id || id.parse::<usize>() == Ok(g.index));
+            match gpu {
+                Some(g) => vec![g],
+                None => bail!("identifier is not a valid UUID or index: {id:?}"),
+            }
+        };
+        for g in found {
+            if !chosen.iter().any(|c| c.index == g.index) {
+                chosen.push(g);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for g in chosen {
+        let nodes = if Tegra::is_integrated(g) {
+            if g.index != 0 {
+                bail!("unexpected device index for iGPU: {}", g.index);
+            }
+            let mut n: Vec<DeviceNode> = csv_nodes
+                .iter()
+                .filter(|n| n.path != "/dev/nvidia1")
+                .cloned()
+                .collect();
+            if let Ok(display) = csv::device_node(&roots.dev, "/dev/nvidia2") {
+                n.push(display);
+            }
+            n
+        } else {
+            if g.index != 1 {
+                bail!("unexpected device index for dGPU: {}", g.index);
+            }
+            let mut n = Vec::new();
+            let gpu_node = format!("/dev/nvidia{}", g.minor);
+            for path in std::iter::once(gpu_node.as_str()).chain(CONTROL_NODES.iter().copied()) {
+                if let Ok(node) = csv::device_node(&roots.dev, path) {
+                    n.push(node);
+                }
+            }
+            n.extend(
+                csv_nodes
+                    .iter()
+                    .filter(|c| !is_gpu_node(&c.path) && !CONTROL_NODES.contains(&c.path.as_str()))
+                    .cloned(),
+            );
+            n
+        };
+        out.extend(named(o, g.index, &g.uuid, nodes));
+    }
+    Ok(out)
+}
+
+/// One device entry per naming strategy (a device without a UUID has no uuid name).
+fn named(o: &GenerateOptions, index: usize, uuid: &str, nodes: Vec<DeviceNode>) -> Vec<Device> {
+    let mut names: Vec<String> = Vec::new();
+    for s in &o.strategies {
+        let name = match s {
+            NameStrategy::Index => index.to_string(),
+            NameStrategy::Uuid if !uuid.is_empty() => uuid.to_owned(),
+            NameStrategy::Uuid => continue,
+            NameStrategy::TypeIndex => format!("gpu{index}"),
+        };
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| Device {
+            name,
+            container_edits: ContainerEdits {
+                device_nodes: nodes.clone(),
+                ..ContainerEdits::default()
+            },
+            ..Device::default()
+        })
+        .collect()
+}
+
+/// The CSV files of `dir`: the base three, or with `all` every `*.csv` (the runtime's
+/// `NVIDIA_REQUIRE_JETPACK=csv-mounts=all`).
+pub fn runtime_csv_files(dir: &Path, all: bool) -> Vec<PathBuf> {
+    csv::list_csv_files(dir, all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_names_as_upstream() {
+        for n in [
+            "libcuda.so",
+            "libcuda.so.1.1",
+            "libnvrm_gpu.so",
+            "libnvidia-ptxjitcompiler.so.540.4.0",
+        ] {
+            assert!(is_lib_name(n), "{n}");
+        }
+        for n in [
+            "lib.so",
+            "libcuda.sox",
+            "nv_tegra_release",
+            "cuda.so.1",
+            "libfoo.so-bak",
+        ] {
+            assert!(!is_lib_name(n), "{n}");
+        }
+        assert!(is_gpu_node("/dev/nvidia1") && !is_gpu_node("/dev/nvidiactl"));
+        assert!(!is_gpu_node("/dev/nvidia-uvm") && !is_gpu_node("/dev/nvidia"));
+    }
+}

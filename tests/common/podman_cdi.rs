@@ -1,0 +1,68 @@
+//! Podman reading CDI specs from a test's own directory, for specs `nvidia-ctk cdi generate`
+//! writes.
+
+use super::TempDir;
+use super::container::text;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+pub const PODMAN: &str = "/usr/bin/podman";
+
+/// Podman with private storage, reading CDI specs from `spec_dir`. Podman 4.3 has neither
+/// `--cdi-spec-dir` nor `cdi_spec_dirs`, so the spec directory is bind-mounted over
+/// `/var/run/cdi` (and an empty tmpfs over `/etc/cdi`, if the host has one) in a private mount
+/// namespace: the host's CDI directories never see the test spec.
+pub struct CdiPodman {
+    dir: TempDir,
+}
+
+impl CdiPodman {
+    pub fn new() -> CdiPodman {
+        CdiPodman {
+            dir: TempDir::new("podman"),
+        }
+    }
+
+    fn base(&self) -> String {
+        let d = self.dir.path().display();
+        format!(
+            "{PODMAN} --cgroup-manager=cgroupfs --storage-driver=vfs --root {d}/root \
+             --runroot {d}/runroot --events-backend=file"
+        )
+    }
+
+    pub fn import(&self, rootfs: &Path, name: &str) {
+        let script = format!(
+            "tar -C {} -c . | {} import - {name}",
+            rootfs.display(),
+            self.base()
+        );
+        let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+        assert!(out.status.success(), "podman import: {}", text(&out.stderr));
+    }
+
+    /// `podman run --device DEVICE IMAGE sh -c SCRIPT` in the private namespace.
+    pub fn run(&self, spec_dir: &Path, device: &str, image: &str, script: &str) -> Output {
+        let mut hide_etc = String::new();
+        if Path::new("/etc/cdi").is_dir() {
+            hide_etc = "mount -t tmpfs none /etc/cdi && ".to_owned();
+        }
+        let inner = format!(
+            "mkdir -p /run/cdi && mount --bind {} /run/cdi && {hide_etc}{} run --rm \
+             --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network none \
+             --device {device} {image} sh -c \"$0\"",
+            spec_dir.display(),
+            self.base()
+        );
+        let out = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &inner, script])
+            .env("NVBOX_LEAK_MARKER", "host-only")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        // The empty mount point stays on the host: removing it would detach the bind mount of
+        // a run going on at the same time (rmdir of a mount point in another namespace detaches
+        // it there), and that run's podman would find no spec.
+        out
+    }
+}
