@@ -42,7 +42,7 @@ impl NodeAttrs {
 /// the dev root. `minors` are the GPUs' minors when the driver already lists them. True when
 /// `nvidia` was not loaded before: GPUs read earlier may then be out of date.
 pub fn load_kernel_modules(roots: &Roots, minors: &[u32]) -> bool {
-    if in_user_namespace() {
+    if crate::privilege::in_user_namespace() {
         warn!("skipping kernel modules load due to user namespace");
         return false;
     }
@@ -90,16 +90,6 @@ pub fn load_kernel_modules(roots: &Roots, minors: &[u32]) -> bool {
         create_node(&roots.dev_path(&path), major, minor, &attrs);
     }
     loaded_nvidia
-}
-
-/// Inside a user namespace modprobe cannot work and mknod is refused.
-fn in_user_namespace() -> bool {
-    let full = |f: &str| match std::fs::read_to_string(f) {
-        Ok(t) => t.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"],
-        Err(_) => true,
-    };
-    let deny = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.starts_with("deny"));
-    !(full("/proc/self/uid_map") && full("/proc/self/gid_map")) || deny
 }
 
 fn count_nvidia_pci_devices(roots: &Roots) -> u32 {

@@ -15,6 +15,7 @@ pub mod live;
 mod log;
 pub mod mock;
 pub mod plan;
+pub mod privilege;
 pub mod report;
 pub mod request;
 pub mod require;

@@ -7,6 +7,8 @@ use std::fmt;
 
 use anyhow::{Result, bail};
 
+use crate::discover::csv::CsvFiles;
+use crate::discover::devices::DeviceNode;
 use crate::discover::gated::GatedDevices;
 use crate::discover::gpus::CAPS_DIR;
 use crate::discover::host::Host;
@@ -15,6 +17,10 @@ use crate::discover::tables::Group;
 use crate::discover::wsl::{self as wsl_dirs, Wsl};
 use crate::request::Caps;
 use crate::select::Selection;
+
+mod graphics;
+
+pub use graphics::build_graphics_plan;
 
 pub const PROC_NVIDIA: &str = "/proc/driver/nvidia";
 pub const APP_PROFILE_DIR: &str = "/etc/nvidia/nvidia-application-profiles-rc.d";
@@ -190,7 +196,7 @@ pub fn build_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) ->
         add_compat_libs(&mut p, host, o.compat_mode, layout, native);
     }
     if o.graphics {
-        add_graphics(&mut p, host, sel, o, layout);
+        graphics::add_graphics(&mut p, host, sel, o, layout);
     }
     for fw in &host.firmwares {
         p.bind(Root::Driver, fw, fw, Kind::File);
@@ -255,71 +261,6 @@ pub fn build_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) ->
     Ok(p)
 }
 
-/// Only the graphics pieces: what upstream's legacy-mode graphics modifier adds to the spec
-/// beside the prestart hook.
-pub fn build_graphics_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) -> Plan {
-    let mut p = Plan::default();
-    add_graphics(&mut p, host, sel, o, layout);
-    p
-}
-
-/// Upstream's graphics discoverers (internal/discover/graphics.go), on with `graphics` or
-/// `display`: the loaders' config files at their standard container paths, the EGL platform
-/// libraries next to the driver's, the X.Org modules and `nvidia-xconfig` at their own paths,
-/// the links GBM, the Vulkan producer and the GLX server module are opened by, and the DRM
-/// nodes of the GPUs selected whole (a MIG device has none) with their `/dev/dri/by-path` links.
-fn add_graphics(p: &mut Plan, host: &Host, sel: &Selection, o: &Options, layout: &Layout) {
-    let caps = o.caps;
-    if !caps.contains(Caps::GRAPHICS) && !caps.contains(Caps::DISPLAY) {
-        return;
-    }
-    let g = &host.graphics;
-    let version = &host.driver.version;
-    let libs = layout.libs.trim_end_matches('/');
-    let native = ldcache::FLAG_ELF_LIBC6 | native_arch_flag();
-    for lib in &g.libs {
-        let file = p.bind_file(Root::Driver, &lib.path, &layout.libs);
-        p.add_cache(&layout.libs, &lib.soname, &file, native);
-        if !p.cache_dirs.contains(&layout.libs) {
-            p.cache_dirs.push(layout.libs.clone());
-        }
-        if lib.prefix == crate::discover::graphics::VULKAN_PRODUCER {
-            p.add_symlink(format!("{libs}/{}", lib.prefix), file);
-        }
-    }
-    let allocator = format!("libnvidia-allocator.so.{version}");
-    if host.libs.iter().any(|l| l.path.ends_with(&allocator)) {
-        p.add_symlink(
-            format!("{libs}/gbm/nvidia-drm_gbm.so"),
-            "../libnvidia-allocator.so.1".to_owned(),
-        );
-    }
-    for path in &g.files {
-        p.bind(Root::Driver, path, path, Kind::File);
-        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        if name == format!("{}.{version}", crate::discover::graphics::GLXSERVER) {
-            p.add_symlink(
-                format!("{dir}/{}", crate::discover::graphics::GLXSERVER),
-                name.to_owned(),
-            );
-        }
-    }
-    for (source, target) in &g.configs {
-        p.bind(Root::Driver, source, target, Kind::File);
-    }
-    for &i in &sel.gpus {
-        if sel.migs.iter().any(|&(gpu, _)| gpu == i) {
-            continue;
-        }
-        for node in g.drm.iter().filter(|n| n.gpu == i) {
-            p.add_device(o, &node.path, node.major, node.minor);
-            if let Some((link, target)) = &node.by_path {
-                p.add_symlink(link.clone(), target.clone());
-            }
-        }
-    }
-}
-
 /// WSL2 (upstream `--mode wsl`): `/dev/dxg`, the files of the NVIDIA driver store and
 /// `/usr/lib/wsl/lib` at their own paths (the loaders find the store by its path), the store's
 /// `nvidia-smi` linked as `/usr/bin/nvidia-smi`, and the loader cache over the store and
@@ -348,6 +289,36 @@ pub fn build_wsl_plan(wsl: &Wsl, o: &Options) -> Plan {
             .push(("/usr/bin/nvidia-smi".to_owned(), smi.to_owned()));
     }
     p.add_device(o, &wsl.dxg.path, wsl.dxg.major, wsl.dxg.minor);
+    p
+}
+
+/// Tegra from its CSV files (libnvidia-container's Jetson support): the `dev` nodes, the files
+/// and directories at their own paths, the library and `sym` links, and the loader cache for
+/// the libraries. No procfs: nvgpu has no `/proc/driver/nvidia`.
+pub fn build_csv_plan(nodes: &[DeviceNode], files: &CsvFiles, o: &Options) -> Plan {
+    let mut p = Plan::default();
+    for n in nodes {
+        p.add_device(o, &n.path, n.major, n.minor);
+    }
+    for m in &files.mounts {
+        let kind = if m.dir { Kind::Dir } else { Kind::File };
+        p.bind(Root::Driver, &m.path, &m.path, kind);
+    }
+    for (link, target) in files.library_links.iter().chain(&files.links) {
+        if !p.symlinks.iter().any(|(l, _)| l == link) {
+            p.symlinks.push((link.clone(), target.clone()));
+        }
+    }
+    let native = ldcache::FLAG_ELF_LIBC6 | native_arch_flag();
+    for lib in &files.libraries {
+        let (dir, file) = lib.path.rsplit_once('/').unwrap_or(("", &lib.path));
+        if let Some(soname) = &lib.soname {
+            p.add_cache(dir, soname, file, native);
+            if !p.cache_dirs.iter().any(|d| d == dir) {
+                p.cache_dirs.push(dir.to_owned());
+            }
+        }
+    }
     p
 }
 

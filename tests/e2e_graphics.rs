@@ -4,7 +4,8 @@
 //! the loaders' files at their standard paths with the host's content, the EGL platform
 //! libraries in its loader cache, and the DRM nodes and by-path links of its own GPU only.
 //! Per mode as upstream: legacy gives none of it without `graphics`/`display`; jit-cdi offers
-//! every driver file whatever the capabilities say.
+//! every driver file whatever the capabilities say; the prestart hook alone (libnvidia-container)
+//! gives the graphics libraries but none of these.
 
 mod common;
 
@@ -152,8 +153,8 @@ fn parse(out: &str) -> Seen {
     seen
 }
 
-/// Everything of graphics, for GPU `index` only.
-fn assert_graphics(host: &Host, seen: &Seen, index: usize) {
+/// Everything of graphics, for the GPUs `indices` only.
+fn assert_graphics(host: &Host, seen: &Seen, indices: &[usize]) {
     for (h, c) in CONFIGS {
         assert_eq!(
             seen.contents.get(*c).map(String::as_str),
@@ -196,26 +197,29 @@ fn assert_graphics(host: &Host, seen: &Seen, index: usize) {
         Some("../libnvidia-allocator.so.1"),
         "the GBM backend link"
     );
-    // The DRM nodes of this GPU (the BMC holds card0), with the host's numbers, and nothing else.
-    let gpu = &host.gpus()[index];
-    let card = format!("card{}", index + 1);
-    let render = format!("renderD{}", 128 + index);
+    // The DRM nodes of these GPUs (the BMC holds card0), with the host's numbers, and nothing
+    // else.
     let mut want = BTreeMap::new();
-    for name in [&card, &render] {
-        let (ma, mi) = host.rdev(&format!("/dev/dri/{name}"));
+    for &index in indices {
+        let gpu = &host.gpus()[index];
+        let card = format!("card{}", index + 1);
+        let render = format!("renderD{}", 128 + index);
+        for name in [&card, &render] {
+            let (ma, mi) = host.rdev(&format!("/dev/dri/{name}"));
+            want.insert(
+                format!("/dev/dri/{name}"),
+                ("character special file".to_string(), format!("{ma}:{mi}")),
+            );
+        }
         want.insert(
-            format!("/dev/dri/{name}"),
-            ("character special file".to_string(), format!("{ma}:{mi}")),
+            format!("/dev/dri/by-path/pci-{}-card", gpu.bus.to_lowercase()),
+            ("symbolic link".to_string(), format!("../{card}")),
+        );
+        want.insert(
+            format!("/dev/dri/by-path/pci-{}-render", gpu.bus.to_lowercase()),
+            ("symbolic link".to_string(), format!("../{render}")),
         );
     }
-    want.insert(
-        format!("/dev/dri/by-path/pci-{}-card", gpu.bus.to_lowercase()),
-        ("symbolic link".to_string(), format!("../{card}")),
-    );
-    want.insert(
-        format!("/dev/dri/by-path/pci-{}-render", gpu.bus.to_lowercase()),
-        ("symbolic link".to_string(), format!("../{render}")),
-    );
     let got: BTreeMap<String, (String, String)> = seen
         .stat
         .iter()
@@ -272,13 +276,14 @@ fn run(mode: &str, caps: &str, devices: &str) -> (ShimRun, Bundle) {
     (run, bundle)
 }
 
-fn assert_drm_cgroup(run: &ShimRun, index: usize) {
+fn assert_drm_cgroup(run: &ShimRun, indices: &[usize]) {
+    // card0 (the BMC's) is never allowed.
     for i in 0..4u32 {
         for minor in [i + 1, 128 + i] {
             let rule = format!("c 226:{minor} rwm");
             assert_eq!(
                 run.devices_list.lines().any(|l| l == rule),
-                i as usize == index,
+                indices.contains(&(i as usize)),
                 "{rule} in\n{}",
                 run.devices_list
             );
@@ -292,8 +297,8 @@ fn jit_cdi_all_capabilities() {
         return;
     }
     let (run, bundle) = run("jit-cdi", "all", "1");
-    assert_graphics(graphics_host(), &parse(&run.stdout), 1);
-    assert_drm_cgroup(&run, 1);
+    assert_graphics(graphics_host(), &parse(&run.stdout), &[1]);
+    assert_drm_cgroup(&run, &[1]);
     assert_egl_cached(&bundle.rootfs);
 }
 
@@ -305,7 +310,28 @@ fn jit_cdi_compute_only_as_upstream() {
         return;
     }
     let (run, _bundle) = run("jit-cdi", "compute,utility", "2");
-    assert_graphics(graphics_host(), &parse(&run.stdout), 2);
+    assert_graphics(graphics_host(), &parse(&run.stdout), &[2]);
+}
+
+/// Two GPUs by index: both GPUs' nodes and links, not the others', not the BMC's card0.
+#[test]
+fn jit_cdi_two_gpus() {
+    if !ready() {
+        return;
+    }
+    let (run, _bundle) = run("jit-cdi", "graphics", "0,3");
+    assert_graphics(graphics_host(), &parse(&run.stdout), &[0, 3]);
+    assert_drm_cgroup(&run, &[0, 3]);
+}
+
+#[test]
+fn legacy_all_gpus() {
+    if !ready() {
+        return;
+    }
+    let (run, _bundle) = run("legacy", "graphics,compute", "all");
+    assert_graphics(graphics_host(), &parse(&run.stdout), &[0, 1, 2, 3]);
+    assert_drm_cgroup(&run, &[0, 1, 2, 3]);
 }
 
 #[test]
@@ -314,8 +340,8 @@ fn legacy_all_capabilities() {
         return;
     }
     let (run, bundle) = run("legacy", "all", "1");
-    assert_graphics(graphics_host(), &parse(&run.stdout), 1);
-    assert_drm_cgroup(&run, 1);
+    assert_graphics(graphics_host(), &parse(&run.stdout), &[1]);
+    assert_drm_cgroup(&run, &[1]);
     assert_egl_cached(&bundle.rootfs);
 }
 
@@ -327,7 +353,7 @@ fn legacy_display_only_by_uuid() {
     let host = graphics_host();
     let uuid = host.gpus()[3].uuid.clone();
     let (run, _bundle) = run("legacy", "display", &uuid);
-    assert_graphics(host, &parse(&run.stdout), 3);
+    assert_graphics(host, &parse(&run.stdout), &[3]);
 }
 
 /// Upstream's legacy graphics modifier needs `graphics` or `display`: a compute container gets
@@ -339,5 +365,31 @@ fn legacy_compute_only_gets_no_graphics() {
     }
     let (run, _bundle) = run("legacy", "compute,utility", "1");
     assert_no_graphics(&parse(&run.stdout));
-    assert_drm_cgroup(&run, usize::MAX);
+    assert_drm_cgroup(&run, &[]);
+}
+
+/// The prestart hook alone (Docker's `--gpus` without the runtime) behaves like
+/// libnvidia-container: the graphics libraries, but no loader config file, no EGL platform
+/// library and no DRM node: those come from the runtime, as upstream.
+#[test]
+fn hook_alone_gives_no_graphics_files() {
+    if !ready() {
+        return;
+    }
+    let host = graphics_host();
+    let mut bundle = Bundle::new(true);
+    bundle.script(&format!(
+        "{} ; echo GLX; stat -c %n /usr/lib/x86_64-linux-gnu/libGLX_nvidia.so.*",
+        probe()
+    ));
+    bundle.env(&["NVIDIA_VISIBLE_DEVICES=1", "NVIDIA_DRIVER_CAPABILITIES=all"]);
+    bundle.hook(host);
+    let run = run_runc(&mut bundle);
+    assert!(run.created, "create failed:\n{}", run.create_stderr);
+    let (probe_out, glx) = run.stdout.split_once("GLX\n").unwrap();
+    assert_no_graphics(&parse(probe_out));
+    assert!(
+        glx.contains("/usr/lib/x86_64-linux-gnu/libGLX_nvidia.so.535.104.05"),
+        "the graphics libraries: {glx}"
+    );
 }

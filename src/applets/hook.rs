@@ -110,6 +110,21 @@ fn prestart(flags: &Flags) -> Result<()> {
         Some(path) => Config::load_from(path, true)?,
         None => Config::load()?.0,
     };
+    let debug = if flags.debug {
+        Some("/dev/stderr".to_owned())
+    } else {
+        Some(cfg.cli.debug.clone()).filter(|d| !d.is_empty())
+    };
+    if cfg.cli.path.is_empty() {
+        // Everything from here on comes from the container: read it with the capabilities of
+        // the discovery phase only. (An external nvidia-container-cli trims its own.)
+        if let Some(path) = &debug {
+            crate::log::open(path).map_err(|e| anyhow!("open {path}: {e}"))?;
+        }
+        crate::privilege::restrict(crate::privilege::Role::Live {
+            kmods: cfg.cli.load_kmods,
+        })?;
+    }
     let mut input = Vec::new();
     std::io::stdin()
         .lock()
@@ -131,14 +146,6 @@ fn prestart(flags: &Flags) -> Result<()> {
     let rootfs = rootfs_path(&bundle, &container.root_path);
     if !cfg.cli.path.is_empty() {
         return exec_cli(&cfg, flags, &req, state.pid, &rootfs);
-    }
-    let debug = if flags.debug {
-        Some("/dev/stderr".to_owned())
-    } else {
-        Some(cfg.cli.debug.clone()).filter(|d| !d.is_empty())
-    };
-    if let Some(path) = &debug {
-        crate::log::open(path).map_err(|e| anyhow!("open {path}: {e}"))?;
     }
     let g = Global {
         root: Some(PathBuf::from(&cfg.cli.root)).filter(|p| !p.as_os_str().is_empty()),

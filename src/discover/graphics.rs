@@ -5,6 +5,8 @@
 //! modes that follow the toolkit (jit-cdi, `cdi generate`, legacy through the runtime) ask for
 //! them.
 
+use std::collections::HashMap;
+
 use super::Roots;
 use super::elf::read_elf_file;
 use super::files::Library;
@@ -130,43 +132,28 @@ pub fn config_search_paths() -> Vec<String> {
 }
 
 /// Read what graphics needs. `lib_dirs` are the directories of the driver libraries already
-/// found (searched first); nothing here is an error: a missing file is simply not offered.
+/// found (searched first), `search` where config files are looked for in the driver root
+/// ([`config_search_paths`]); nothing here is an error: a missing file is simply not offered.
 pub fn read_graphics(
     root: &RootDir,
     roots: &Roots,
     gpus: &[Gpu],
     version: &str,
     lib_dirs: &[String],
+    search: &[String],
 ) -> Graphics {
     let mut g = Graphics::default();
-    let search = config_search_paths();
-    let add_config = |g: &mut Graphics, name: &str, dirs: &[String], container_root: &str| {
-        let found = dirs.iter().find_map(|d| {
-            let path = format!("{}/{name}", d.trim_end_matches('/'));
-            match root.find(&path) {
-                Ok(Some(f)) if f.is_file() => Some(f.path),
-                _ => None,
-            }
-        });
-        match found {
-            Some(host) if !g.configs.iter().any(|(h, _)| *h == host) => {
-                info!("selecting {host}");
-                g.configs.push((host, format!("{container_root}/{name}")));
-            }
-            Some(_) => {}
-            None => info!("missing graphics config {name}"),
-        }
-    };
+    let mut look = Lookup::new(root);
     for name in SHARE_CONFIGS {
-        add_config(&mut g, name, &search, "/usr/share");
+        add_config(&mut g, &mut look, name, search, "/usr/share");
     }
     for name in ETC_CONFIGS {
-        add_config(&mut g, name, &search, "/etc");
+        add_config(&mut g, &mut look, name, search, "/etc");
     }
-    let mut vulkan_dirs = search.clone();
+    let mut vulkan_dirs = search.to_vec();
     vulkan_dirs.push("/".to_owned());
     for name in vulkan_configs() {
-        add_config(&mut g, name, &vulkan_dirs, "/etc");
+        add_config(&mut g, &mut look, name, &vulkan_dirs, "/etc");
     }
 
     let mut dirs: Vec<String> = lib_dirs.to_vec();
@@ -176,11 +163,11 @@ pub fn read_graphics(
         }
     }
     for prefix in EGL_PLATFORM_LIBS {
-        if let Some(lib) = find_library(root, &dirs, prefix, None) {
+        if let Some(lib) = find_library(&mut look, &dirs, prefix, None) {
             g.libs.push(lib);
         }
     }
-    if let Some(lib) = find_library(root, &dirs, VULKAN_PRODUCER, Some(version)) {
+    if let Some(lib) = find_library(&mut look, &dirs, VULKAN_PRODUCER, Some(version)) {
         g.libs.push(lib);
     }
 
@@ -208,12 +195,12 @@ pub fn read_graphics(
         }
     }
     for name in ["nvidia_drv.so".to_owned(), format!("{GLXSERVER}.{version}")] {
-        if let Some(path) = find_file(root, &xorg_dirs, &name) {
+        if let Some(path) = find_file(&mut look, &xorg_dirs, &name) {
             g.files.push(path);
         }
     }
     let bins: Vec<String> = BIN_DIRS.iter().map(|d| (*d).to_owned()).collect();
-    if let Some(path) = find_file(root, &bins, "nvidia-xconfig") {
+    if let Some(path) = find_file(&mut look, &bins, "nvidia-xconfig") {
         g.files.push(path);
     }
 
@@ -221,14 +208,91 @@ pub fn read_graphics(
     g
 }
 
-/// The first regular file `name` in `dirs`, as its real path inside the root.
-fn find_file(root: &RootDir, dirs: &[String], name: &str) -> Option<String> {
-    let path = dirs
-        .iter()
-        .find_map(|d| match root.find(&format!("{d}/{name}")) {
+/// The first of `dirs` holding `name`, mounted at `container_root/name` (once per host file).
+fn add_config(
+    g: &mut Graphics,
+    look: &mut Lookup,
+    name: &str,
+    dirs: &[String],
+    container_root: &str,
+) {
+    match dirs.iter().find_map(|d| look.file(d, name)) {
+        Some(host) if !g.configs.iter().any(|(h, _)| *h == host) => {
+            info!("selecting {host}");
+            g.configs.push((host, format!("{container_root}/{name}")));
+        }
+        Some(_) => {}
+        None => info!("missing graphics config {name}"),
+    }
+}
+
+/// Lookups in the driver root that remember which directories exist and what they hold: most
+/// hosts have none of the graphics files, and each candidate path would otherwise cost a
+/// failed lookup of its own.
+struct Lookup<'a> {
+    root: &'a RootDir,
+    dirs: HashMap<String, bool>,
+    listings: HashMap<String, Option<(String, Vec<String>)>>,
+}
+
+impl<'a> Lookup<'a> {
+    fn new(root: &'a RootDir) -> Lookup<'a> {
+        Lookup {
+            root,
+            dirs: HashMap::new(),
+            listings: HashMap::new(),
+        }
+    }
+
+    fn is_dir(&mut self, path: &str) -> bool {
+        if let Some(&known) = self.dirs.get(path) {
+            return known;
+        }
+        let is = matches!(self.root.find(path), Ok(Some(f)) if f.is_dir());
+        self.dirs.insert(path.to_owned(), is);
+        is
+    }
+
+    /// `dir/name` (`name` may have directories) as its real path, if it is a regular file.
+    fn file(&mut self, dir: &str, name: &str) -> Option<String> {
+        let path = format!("{}/{name}", dir.trim_end_matches('/'));
+        let parent = path.rsplit_once('/').map_or("/", |(p, _)| p);
+        if !parent.is_empty() && !self.is_dir(parent) {
+            return None;
+        }
+        match self.root.find(&path) {
             Ok(Some(f)) if f.is_file() => Some(f.path),
             _ => None,
-        });
+        }
+    }
+
+    /// The directory's real path and the names in it.
+    fn list(&mut self, dir: &str) -> Option<&(String, Vec<String>)> {
+        if !self.listings.contains_key(dir) {
+            let listing = self.read_listing(dir);
+            self.listings.insert(dir.to_owned(), listing);
+        }
+        self.listings.get(dir).and_then(Option::as_ref)
+    }
+
+    fn read_listing(&self, dir: &str) -> Option<(String, Vec<String>)> {
+        let found = self.root.open_read(dir).ok()??;
+        if !found.is_dir() {
+            return None;
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&found.fd);
+        let names = std::fs::read_dir(format!("/proc/self/fd/{fd}"))
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        Some((found.path, names))
+    }
+}
+
+/// The first regular file `name` in `dirs`, as its real path inside the root.
+fn find_file(look: &mut Lookup, dirs: &[String], name: &str) -> Option<String> {
+    let path = dirs.iter().find_map(|d| look.file(d, name));
     match &path {
         Some(p) => info!("selecting {p}"),
         None => info!("missing {name}"),
@@ -239,30 +303,25 @@ fn find_file(root: &RootDir, dirs: &[String], name: &str) -> Option<String> {
 /// The first directory holding `prefix.<version>` (or, without a version, `prefix.X.Y…`): the
 /// highest such file there, with the soname its ELF header names.
 fn find_library(
-    root: &RootDir,
+    look: &mut Lookup,
     dirs: &[String],
     prefix: &'static str,
     version: Option<&str>,
 ) -> Option<Library> {
     for dir in dirs {
-        let Ok(Some(found)) = root.open_read(dir) else {
+        let Some((real, names)) = look.list(dir) else {
             continue;
         };
-        if !found.is_dir() {
-            continue;
-        }
-        let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", fd_num(&found))) else {
-            continue;
-        };
-        let mut names: Vec<String> = entries
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
+        let Some(name) = names
+            .iter()
             .filter(|n| matches_version(n, prefix, version))
-            .collect();
-        names.sort_by_key(|n| version_key(n));
-        let Some(name) = names.pop() else { continue };
-        let path = format!("{}/{name}", found.path.trim_end_matches('/'));
-        let Ok(Some(file)) = root.open_read(&path) else {
+            .max_by_key(|n| version_key(n))
+            .cloned()
+        else {
+            continue;
+        };
+        let path = format!("{}/{name}", real.trim_end_matches('/'));
+        let Ok(Some(file)) = look.root.open_read(&path) else {
             continue;
         };
         if !file.is_file() {
@@ -283,11 +342,6 @@ fn find_library(
     }
     info!("missing library {prefix}");
     None
-}
-
-fn fd_num(found: &super::root::Found) -> i32 {
-    use std::os::fd::AsRawFd;
-    found.fd.as_raw_fd()
 }
 
 fn matches_version(name: &str, prefix: &str, version: Option<&str>) -> bool {
@@ -361,36 +415,5 @@ fn read_drm(roots: &Roots, gpus: &[Gpu]) -> Vec<DrmNode> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn platform_library_versions() {
-        assert!(matches_version(
-            "libnvidia-egl-gbm.so.1.1.0",
-            "libnvidia-egl-gbm.so",
-            None
-        ));
-        assert!(!matches_version(
-            "libnvidia-egl-gbm.so.1",
-            "libnvidia-egl-gbm.so",
-            None
-        ));
-        // `wayland` must not take `wayland2`'s files.
-        assert!(!matches_version(
-            "libnvidia-egl-wayland2.so.1.0.0",
-            "libnvidia-egl-wayland.so",
-            None
-        ));
-        assert!(matches_version(
-            "libnvidia-vulkan-producer.so.535.104.05",
-            VULKAN_PRODUCER,
-            Some("535.104.05")
-        ));
-        assert!(!matches_version(
-            "libnvidia-vulkan-producer.so.1",
-            VULKAN_PRODUCER,
-            Some("535.104.05")
-        ));
-    }
-}
+#[path = "graphics_tests.rs"]
+mod graphics_tests;

@@ -142,7 +142,8 @@ pub fn read_host(roots: &Roots, q: &HostQuery) -> Result<Host> {
                 dirs.push(dir);
             }
         }
-        read_graphics(&root, roots, &gpus, &driver.version, &dirs)
+        let search = super::graphics::config_search_paths();
+        read_graphics(&root, roots, &gpus, &driver.version, &dirs, &search)
     } else {
         Graphics::default()
     };

@@ -2,6 +2,7 @@
 //! NVML, never dlopen. Discovery only reads; every read goes through [`Roots`], which is how a
 //! simulated host (`nvbox mock`) or a driver container (`--root /run/nvidia/driver`) plugs in.
 
+pub mod csv;
 pub mod devices;
 pub mod driver;
 pub mod elf;

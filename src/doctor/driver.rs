@@ -2,13 +2,13 @@
 //! `ModifyDeviceFiles`, the GPUs it lists, and the persistence daemon's socket.
 
 use super::{Context, Finding};
+use crate::discover::csv::{list_csv_files, load_mount_specs};
 use crate::discover::devices::{Majors, char_major, find_node};
 use crate::discover::driver::{VERSION_FILE, read_driver};
 use crate::discover::gpus::read_gpus;
 use crate::discover::tegra::{is_tegra, read_tegra};
 use crate::discover::under;
 use crate::discover::wsl::{is_wsl, read_wsl};
-use crate::spec::csv::{list_csv_files, load_mount_specs};
 
 const PARAMS: &str = "/proc/driver/nvidia/params";
 const PERSISTENCED_SOCKET: &str = "/run/nvidia-persistenced/socket";

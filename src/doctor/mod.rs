@@ -14,6 +14,7 @@ mod docker;
 mod driver;
 mod gated;
 mod nvbox;
+mod userns;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -272,6 +273,7 @@ pub fn check_host(ctx: &Context) -> Vec<Finding> {
     containerd::check(ctx, &mut out);
     crio::check(ctx, &mut out);
     cgroups::check(ctx, &mut out);
+    userns::check(ctx, &mut out);
     out
 }
 

@@ -18,6 +18,7 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{chroot, dup2_stderr, dup2_stdout, execve, fchdir, fexecve};
 
+use super::owner::Owner;
 use super::rootfs::Rootfs;
 use crate::sys::process::{Forked, exit_child, fork_single_threaded};
 
@@ -56,7 +57,9 @@ pub fn prepare(path: &str) -> Result<Program> {
 
 /// Run it over `dirs` in the rootfs, from the child that is already in the container's mount
 /// namespace. A missing ldconfig is not an error (images without one, as upstream).
-pub fn run(root: &Rootfs, program: &Program, dirs: &[String]) -> Result<()> {
+/// With `owner` (a user-namespaced container), ldconfig runs as the container's root, so the
+/// cache it writes belongs to it, as upstream runs it as the container's owner.
+pub fn run(root: &Rootfs, program: &Program, dirs: &[String], owner: Option<Owner>) -> Result<()> {
     let name = match program {
         Program::Host { name, .. } => name.clone(),
         Program::Container(p) => p.clone(),
@@ -72,7 +75,7 @@ pub fn run(root: &Rootfs, program: &Program, dirs: &[String]) -> Result<()> {
     match fork_single_threaded().map_err(|e| anyhow!("ldcache error: fork: {e}"))? {
         Forked::Child => {
             drop(rd);
-            let Err((step, errno)) = exec_confined(root, program, dirs, &devnull);
+            let Err((step, errno)) = exec_confined(root, program, dirs, &devnull, owner);
             // An image without the ldconfig it names is skipped, as upstream does.
             let code = if step == "exec" && errno == nix::errno::Errno::ENOENT {
                 0
@@ -112,6 +115,7 @@ fn exec_confined(
     program: &Program,
     dirs: &[String],
     devnull: &OwnedFd,
+    owner: Option<Owner>,
 ) -> Result<std::convert::Infallible, (&'static str, nix::errno::Errno)> {
     let step = |name: &'static str| move |e| (name, e);
     unshare(CloneFlags::CLONE_NEWNS).map_err(step("unshare"))?;
@@ -133,6 +137,13 @@ fn exec_confined(
         (Resource::RLIMIT_FSIZE, 1 << 20),
     ] {
         setrlimit(res, limit, limit).map_err(step("setrlimit"))?;
+    }
+    if let Some(o) = owner {
+        use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
+        let (uid, gid) = (Uid::from_raw(o.uid), Gid::from_raw(o.gid));
+        setgroups(&[]).map_err(step("setgroups"))?;
+        setresgid(gid, gid, gid).map_err(step("setresgid"))?;
+        setresuid(uid, uid, uid).map_err(step("setresuid"))?;
     }
     nix::sys::prctl::set_no_new_privs().map_err(step("no_new_privs"))?;
     dup2_stdout(devnull.as_fd()).map_err(step("dup2"))?;

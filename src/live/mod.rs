@@ -8,6 +8,7 @@ mod layout;
 pub mod ldcache;
 pub mod ldconfig;
 mod mount;
+pub mod owner;
 mod procfs;
 pub mod rootfs;
 
@@ -29,8 +30,10 @@ use crate::discover::files::lower_io;
 use crate::discover::host::Host;
 use crate::discover::root::{RootDir, file_type};
 use crate::plan::{APP_PROFILE, APP_PROFILE_DIR, Bind, Kind, Plan, Root};
+use crate::privilege::{self, Phase};
 use crate::sys::process::{Forked, fork_single_threaded};
 use mount::Source;
+use owner::Owner;
 use rootfs::{Created, Rootfs, kind};
 
 /// The container to configure.
@@ -81,8 +84,22 @@ pub fn apply_from(
     t: &Target,
     ldconfig: Option<&ldconfig::Program>,
 ) -> Result<()> {
+    if !plan.cgroup.is_empty() && privilege::in_user_namespace() {
+        // A rootless engine: the device cgroup belongs to a more privileged namespace.
+        bail!(
+            "cgroup error: cannot program the device cgroup from a user namespace (rootless \
+             engine); set no-cgroups = true in [nvidia-container-cli] and let the engine own \
+             device access"
+        );
+    }
+    privilege::enter(Phase::Container);
+    let owner = owner::container_owner(t.pid)?;
+    if let Some(o) = owner {
+        crate::info!("user namespace: creating files as {}:{}", o.uid, o.gid);
+    }
     let use_new = mount::new_api();
     let proc_files = read_proc_files(host, plan);
+    privilege::enter(Phase::Mount);
     let mut prepared = Vec::with_capacity(plan.binds.len());
     let mut roots: [Option<RootDir>; 3] = [None, None, None];
     for bind in &plan.binds {
@@ -120,7 +137,15 @@ pub fn apply_from(
             if orphaned {
                 crate::sys::process::exit_child(1);
             }
-            let result = enter_and_apply(&ns, t, plan, &proc_files, &prepared, use_new, ldconfig);
+            let result = enter_and_apply(
+                Entry { mnt: &ns, owner },
+                t,
+                plan,
+                &proc_files,
+                &prepared,
+                use_new,
+                ldconfig,
+            );
             let code = match result {
                 Ok(()) => 0,
                 Err(e) => {
@@ -151,6 +176,7 @@ pub fn apply_from(
         }
     }
     if !plan.cgroup.is_empty() {
+        privilege::enter(Phase::Cgroup);
         let rules: Vec<cgroup::DeviceRule> = plan
             .cgroup
             .iter()
@@ -160,6 +186,7 @@ pub fn apply_from(
         cgroup::allow_devices(&cg, &rules).context("cgroup error")?;
         crate::info!("allowed {} devices in {}", rules.len(), cg.path.display());
     }
+    privilege::enter(Phase::Done);
     Ok(())
 }
 
@@ -246,8 +273,15 @@ fn open_source<'a>(
 }
 
 /// The child: enter, apply, and on failure undo.
+/// What the child needs to become a writer in the container: its mount namespace, and the
+/// ids of its root when those are not ours.
+struct Entry<'a> {
+    mnt: &'a OwnedFd,
+    owner: Option<Owner>,
+}
+
 fn enter_and_apply(
-    ns: &OwnedFd,
+    entry: Entry,
     t: &Target,
     plan: &Plan,
     proc_files: &[(&str, Vec<u8>)],
@@ -255,8 +289,13 @@ fn enter_and_apply(
     use_new: bool,
     ldconfig: Option<&ldconfig::Program>,
 ) -> Result<()> {
-    setns(ns.as_fd(), CloneFlags::CLONE_NEWNS)
+    setns(entry.mnt.as_fd(), CloneFlags::CLONE_NEWNS)
         .map_err(|e| anyhow!("container error: setns: {}", e.desc().to_lowercase()))?;
+    let owner = entry.owner;
+    if let Some(o) = owner {
+        owner::become_owner(o)?;
+        privilege::enter(Phase::Mount);
+    }
     let root = Rootfs::open(&t.rootfs)
         .map_err(|e| anyhow!("container error: {}: {e}", t.rootfs.display()))?;
     let mut mounted: Vec<OwnedFd> = Vec::new();
@@ -271,11 +310,22 @@ fn enter_and_apply(
         &mut created,
     )
     .and_then(|()| match ldconfig {
-        Some(program) => ldconfig::run(&root, program, &plan.cache_dirs),
+        Some(program) => {
+            privilege::enter(Phase::Ldconfig);
+            ldconfig::run(&root, program, &plan.cache_dirs, owner)
+        }
         None if plan.cache.is_empty() => Ok(()),
-        None => ldcache::update_cache_tracked(&root, &plan.cache, &mut created)
-            .map_err(|e| anyhow!("ldcache error: {e}")),
+        None => {
+            // The image's cache is parsed with no capability at all.
+            privilege::enter(Phase::Ldcache);
+            ldcache::update_cache_tracked(&root, &plan.cache, &mut created)
+                .map_err(|e| anyhow!("ldcache error: {e}"))
+        }
     });
+    if result.is_err() {
+        // Undoing needs what doing needed.
+        privilege::enter(Phase::Mount);
+    }
     if result.is_err() {
         for m in mounted.iter().rev() {
             mount::detach(m);

@@ -2,6 +2,5 @@
 //! §2, §7). Unknown fields are preserved: specs are handled as `serde_json::Value`.
 
 pub mod cdi;
-pub mod csv;
 pub mod generate;
 pub mod oci;

@@ -3,5 +3,6 @@
 #![allow(unsafe_code)]
 
 pub mod bpf;
+pub mod caps;
 pub mod mount;
 pub mod process;

@@ -318,6 +318,37 @@ impl Bundle {
         self.spec["process"]["env"] = json!(env);
     }
 
+    /// A user namespace mapping the container's ids 0..65536 to `host_id`.., and the rootfs
+    /// handed to the mapped root with its parents traversable, as Docker's `userns-remap` does.
+    pub fn map_ids(&mut self, host_id: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let map = json!([{"containerID": 0, "hostID": host_id, "size": 65536}]);
+        self.spec["linux"]["uidMappings"] = map.clone();
+        self.spec["linux"]["gidMappings"] = map;
+        let ns = self.spec["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.push(json!({"type": "user"}));
+        let mut dir = self.rootfs.parent();
+        while let Some(d) = dir {
+            let mode = std::fs::metadata(d).unwrap().permissions().mode();
+            if mode & 0o001 == 0 {
+                let traversable = std::fs::Permissions::from_mode(mode | 0o711);
+                std::fs::set_permissions(d, traversable).unwrap();
+            }
+            dir = d.parent();
+        }
+        Bundle::chown_tree(&self.rootfs, host_id);
+    }
+
+    /// `chown -hR id:id p`.
+    pub fn chown_tree(p: &Path, id: u32) {
+        std::os::unix::fs::lchown(p, Some(id), Some(id)).unwrap();
+        if std::fs::symlink_metadata(p).unwrap().is_dir() {
+            for e in std::fs::read_dir(p).unwrap().flatten() {
+                Bundle::chown_tree(&e.path(), id);
+            }
+        }
+    }
+
     /// Our prestart hook, pointed at a simulated host, as upstream's packages install it.
     pub fn hook(&mut self, host: &Host) {
         self.spec["hooks"] = json!({"prestart": [{

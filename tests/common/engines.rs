@@ -172,13 +172,31 @@ pub struct ShimRun {
 /// cgroup, optionally `runc update UPDATE… ID` and the cgroup again, then `runc start` and the
 /// container's output read to its end.
 pub fn run_shim(bundle: &mut Bundle, config: &Path, update: &[&str]) -> ShimRun {
+    run_shim_via(&[], bundle, config, update)
+}
+
+/// [`run_shim`] with the shim started as the last argument of `wrap` (a program that sets up
+/// its environment, then execs the rest of its arguments).
+pub fn run_shim_via(wrap: &[&str], bundle: &mut Bundle, config: &Path, update: &[&str]) -> ShimRun {
     let id = unique_id("c");
     bundle.spec["linux"]["cgroupsPath"] = json!(format!("/{id}"));
     let config_before = serde_json::to_vec_pretty(&bundle.spec).unwrap();
     let config_json = bundle.path().join("config.json");
     std::fs::write(&config_json, &config_before).unwrap();
     let state = shim_state();
-    let mut create = shim_command(config)
+    let mut cmd = match wrap {
+        [] => shim_command(config),
+        [program, rest @ ..] => {
+            let mut c = Command::new(program);
+            c.args(rest)
+                .arg(shim_path())
+                .env("PATH", shim_env_path())
+                .env("NVIDIA_CTK_CONFIG_FILE_PATH", config)
+                .env_remove("XDG_CONFIG_HOME");
+            c
+        }
+    };
+    let mut create = cmd
         .arg("--root")
         .arg(&state)
         .args(["create", "--bundle"])

@@ -149,8 +149,12 @@ fn rootless_engine_without_no_cgroups() {
     let warn = format!(
         "warn  rootless  — engine pid {pid} runs rootless but {c} leaves nvidia-container-cli.no-cgroups false: GPU containers fail to start (the cgroup is not the engine's to write); fix: nvidia-ctk config --config-file={c} --in-place --set nvidia-container-cli.no-cgroups"
     );
+    // The user has no subordinate ids either: a rootless engine could map none.
+    let subids = format!(
+        "warn  user namespace  — rootless dockerd (pid {pid}, user nobody) has no subordinate id range in /etc/subuid and /etc/subgid: containers cannot map their ids and fail to start (`cannot find mappings for user`, `newuidmap … write to uid_map failed`); fix: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 nobody"
+    );
     let result = std::panic::catch_unwind(|| {
-        assert_eq!(not_ok(&lines), [warn]);
+        assert_eq!(not_ok(&lines), [warn, subids]);
         run_fix(&lines, "rootless");
         let lines = run(&s);
         assert_eq!(

@@ -44,9 +44,15 @@ pub fn run_update_ldcache(args: &Args) -> Result<()> {
     match args.last("ldconfig-path").filter(|p| !p.is_empty()) {
         Some(host_ldconfig) => {
             let program = ldconfig::prepare(&format!("@{}", prefer_real(host_ldconfig)))?;
-            ldconfig::run(&root, &program, &folders)
+            crate::privilege::enter(crate::privilege::Phase::Ldconfig);
+            ldconfig::run(&root, &program, &folders, args.owner()?)
         }
-        None => write_cache(&root, &folders),
+        None => {
+            // The image's cache is parsed with no capability at all; the container's root owns
+            // its /etc (files are created as that user, see `Args::open_root`).
+            crate::privilege::enter(crate::privilege::Phase::Ldcache);
+            write_cache(&root, &folders)
+        }
     }
 }
 

@@ -18,7 +18,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
+use crate::live::owner::{self, Owner};
 use crate::live::rootfs::Rootfs;
+use crate::privilege::Phase;
 use crate::request::read_state;
 use crate::{report, version};
 
@@ -221,6 +223,8 @@ pub fn run(name: &str, args: Vec<OsString>) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     crate::info!("running hook {}", hook.name);
+    // Before the state, config.json or the rootfs is read.
+    crate::privilege::restrict(crate::privilege::Role::Hook)?;
     (hook.run)(&parsed).with_context(|| hook.name.to_owned())?;
     Ok(ExitCode::SUCCESS)
 }
@@ -273,8 +277,10 @@ impl Args {
     }
 
     /// The container's rootfs, opened: from the state on stdin (or `--container-spec`).
+    /// From here on files are created as the container's root (see `live::owner`).
     pub fn open_root(&self) -> Result<(PathBuf, Rootfs)> {
-        let path = container_root(self.last("container-spec"))?;
+        let (path, _) = container_root(self.last("container-spec"))?;
+        crate::privilege::enter(Phase::Hook);
         let root = Rootfs::open(&path).map_err(|e| {
             anyhow!(
                 "failed to open container root {}: {}",
@@ -282,7 +288,17 @@ impl Args {
                 crate::discover::files::lower_io(&e)
             )
         })?;
+        if let Some(o) = self.owner()? {
+            owner::become_owner(o)?;
+            crate::privilege::enter(Phase::Hook);
+        }
         Ok((path, root))
+    }
+
+    /// The container's root as a host user, when its init is in another user namespace.
+    pub fn owner(&self) -> Result<Option<Owner>> {
+        let (_, pid) = container_root(self.last("container-spec"))?;
+        owner::container_owner(pid)
     }
 }
 
@@ -331,9 +347,9 @@ fn parse_hook_args(name: &str, hook: &Hook, words: &[String]) -> Result<Option<A
 /// The container root: the state's `root` (a crun extension) if present, else `root.path` of the
 /// bundle's config.json, relative paths joined with the bundle. Never relative to the cwd,
 /// which is the (hostile) rootfs itself.
-fn container_root(spec_file: Option<&str>) -> Result<PathBuf> {
+fn container_root(spec_file: Option<&str>) -> Result<(PathBuf, i32)> {
     // The state on stdin can be read once; a combined hook asks for the root several times.
-    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    static ROOT: std::sync::OnceLock<(PathBuf, i32)> = std::sync::OnceLock::new();
     if let Some(root) = ROOT.get() {
         return Ok(root.clone());
     }
@@ -341,7 +357,8 @@ fn container_root(spec_file: Option<&str>) -> Result<PathBuf> {
     Ok(ROOT.get_or_init(|| root).clone())
 }
 
-fn read_container_root(spec_file: Option<&str>) -> Result<PathBuf> {
+/// The root and the pid of the container's init (0 when the state has none).
+fn read_container_root(spec_file: Option<&str>) -> Result<(PathBuf, i32)> {
     let mut bytes = Vec::new();
     match spec_file {
         None | Some("" | "-") => std::io::stdin().lock().read_to_end(&mut bytes).map(|_| ()),
@@ -357,10 +374,15 @@ fn read_container_root(spec_file: Option<&str>) -> Result<PathBuf> {
         .get("root")
         .and_then(Value::as_str)
         .filter(|r| !r.is_empty());
+    let pid = state
+        .get("pid")
+        .and_then(Value::as_i64)
+        .and_then(|p| i32::try_from(p).ok())
+        .unwrap_or(0);
     if let Some(root) = from_state
         && Path::new(root).is_absolute()
     {
-        return Ok(PathBuf::from(root));
+        return Ok((PathBuf::from(root), pid));
     }
     let st = read_state(&bytes).context("failed to load container state")?;
     let bundle = PathBuf::from(&st.bundle);
@@ -383,7 +405,7 @@ fn read_container_root(spec_file: Option<&str>) -> Result<PathBuf> {
     };
     let root = PathBuf::from(root);
     if root.is_absolute() {
-        return Ok(root);
+        return Ok((root, pid));
     }
     if !bundle.is_absolute() {
         bail!(
@@ -391,7 +413,7 @@ fn read_container_root(spec_file: Option<&str>) -> Result<PathBuf> {
             bundle.display()
         );
     }
-    Ok(bundle.join(root))
+    Ok((bundle.join(root), pid))
 }
 
 /// A random hex suffix for file names (upstream uses a UUID).

@@ -11,20 +11,18 @@ use lexopt::prelude::*;
 
 use super::{Global, append, command_help, input_error, prepare_host, string};
 use crate::discover::Roots;
+use crate::discover::csv;
 use crate::discover::driver::VERSION_FILE;
 use crate::discover::files::IpcOptions;
 use crate::discover::gated::Gated;
 use crate::discover::host::{HostQuery, read_host};
-use crate::discover::ldcache::FLAG_ELF_LIBC6;
-use crate::discover::tegra::{TEGRA_RELEASE, is_tegra, read_tegra, soname_of};
+use crate::discover::tegra::{is_tegra, read_tegra};
 use crate::discover::wsl::Wsl;
 use crate::live::{self, Target};
-use crate::plan::{Bind, CacheEntry, Plan, Root, native_arch_flag};
-use crate::plan::{CompatMode, Kind, Options, build_plan, build_wsl_plan};
+use crate::plan::{CompatMode, Kind, Options, build_csv_plan, build_plan, build_wsl_plan};
 use crate::request::Caps;
 use crate::require::{DeviceFacts, HostFacts, check_requirements};
 use crate::select::{Selection, check_mig_all, select_devices};
-use crate::spec::csv;
 use std::path::Path;
 
 const MAX_REQUIREMENTS: usize = 32;
@@ -149,6 +147,10 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
     if let Some(pid) = a.pid.filter(|p| *p <= 0) {
         bail!("input error: invalid pid: {pid}");
     }
+    // The hook restricted itself before reading config.json; this call is then a no-op.
+    crate::privilege::restrict(crate::privilege::Role::Live {
+        kmods: g.load_kmods,
+    })?;
     let imex = super::list::parse_imex_channels(&a.imex_channels)?;
     let compute_libs = a.caps.contains(Caps::COMPUTE) || a.caps.contains(Caps::VIDEO);
     let compat_mode = if a.no_cntlibs {
@@ -202,6 +204,7 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
     check_requirements(&a.require, &facts, &devices).context("requirement error")?;
 
     let target = target_of(a);
+    crate::privilege::enter(crate::privilege::Phase::Container);
     let want_compat = compute_libs && compat_mode != CompatMode::Disabled;
     let layout = live::probe_layout(&target.host_view(), want_compat)?;
     let opts = Options {
@@ -256,6 +259,7 @@ fn configure_wsl(g: &Global, a: &ConfigureArgs, wsl: &Wsl, roots: &Roots) -> Res
         return Ok(());
     }
     let target = target_of(a);
+    crate::privilege::enter(crate::privilege::Phase::Container);
     let ldconfig = match super::config(g)?.nvbox.ldcache.as_deref() {
         Some("ldconfig") => Some(live::ldconfig::prepare(&ldconfig_path(a, &target))?),
         _ => None,
@@ -270,81 +274,35 @@ fn configure_tegra(g: &Global, a: &ConfigureArgs, roots: &Roots) -> Result<()> {
     let cfg = super::config(g)?;
     let files = csv::list_csv_files(Path::new(&cfg.runtime.modes.csv.mount_spec_path), false);
     let (specs, mut warnings) = csv::load_mount_specs(&files)?;
-    let nodes = csv::device_edits(&specs, &roots.dev);
-    let found = csv::driver_edits(&specs, &roots.driver, &[])?;
+    let nodes = csv::find_devices(&specs, &roots.dev);
+    let found = csv::find_files(&specs, &roots.driver, &[])?;
     warnings.extend(nodes.warnings);
     warnings.extend(found.warnings.iter().cloned());
     for w in &warnings {
         crate::warn!("{w}");
     }
-    let tegra = read_tegra(roots);
     let facts = HostFacts {
-        cuda: tegra.cuda.clone(),
+        cuda: read_tegra(roots).cuda,
         driver: None,
     };
     check_requirements(&a.require, &facts, &[]).context("requirement error")?;
-    let mut plan = Plan::default();
-    if a.device.is_some() {
-        for n in &nodes.device_nodes {
-            let (Some(major), Some(minor)) = (n.major, n.minor) else {
-                continue;
-            };
-            let (major, minor) = (major as u32, minor as u32);
-            if !a.no_devbind {
-                plan.binds.push(Bind {
-                    root: Root::Dev,
-                    source: n.path.clone(),
-                    target: n.path.clone(),
-                    kind: Kind::Device { major, minor },
-                });
-            }
-            if !a.no_cgroups {
-                plan.cgroup.push((major, minor));
-            }
-        }
-    }
-    for m in &found.mounts {
-        let is_dir = crate::discover::under(&roots.driver, &m.container_path).is_dir();
-        plan.binds.push(Bind {
-            root: Root::Driver,
-            source: m.container_path.clone(),
-            target: m.container_path.clone(),
-            kind: if is_dir { Kind::Dir } else { Kind::File },
-        });
-    }
-    if crate::discover::under(&roots.driver, TEGRA_RELEASE).is_file() {
-        plan.binds.push(Bind {
-            root: Root::Driver,
-            source: TEGRA_RELEASE.to_owned(),
-            target: TEGRA_RELEASE.to_owned(),
-            kind: Kind::File,
-        });
-    }
-    for link in found.library_links.iter().chain(&found.links) {
-        if let Some((target, at)) = link.split_once("::") {
-            plan.symlinks.push((at.to_owned(), target.to_owned()));
-        }
-    }
-    let flags = FLAG_ELF_LIBC6 | native_arch_flag();
-    for lib in &found.libraries {
-        let (dir, file) = lib.rsplit_once('/').unwrap_or(("", lib));
-        if let Some(soname) = soname_of(&crate::discover::under(&roots.driver, lib)) {
-            plan.cache.push(CacheEntry {
-                dir: dir.to_owned(),
-                soname,
-                file: file.to_owned(),
-                flags,
-            });
-            if !plan.cache_dirs.iter().any(|d| d == dir) {
-                plan.cache_dirs.push(dir.to_owned());
-            }
-        }
-    }
+    let opts = Options {
+        no_devbind: a.no_devbind,
+        no_cgroups: a.no_cgroups,
+        ..Options::default()
+    };
+    let devices = if a.device.is_some() {
+        nodes.device_nodes.as_slice()
+    } else {
+        &[]
+    };
+    let plan = build_csv_plan(devices, &found, &opts);
     if a.dry_run {
         crate::report::write_stdout(&plan.to_string())?;
         return Ok(());
     }
     let target = target_of(a);
+    crate::privilege::enter(crate::privilege::Phase::Container);
     let ldconfig = match cfg.nvbox.ldcache.as_deref() {
         Some("ldconfig") => Some(live::ldconfig::prepare(&ldconfig_path(a, &target))?),
         _ => None,

@@ -91,6 +91,12 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
     if let Some(user) = &g.user {
         parse_user(user).map_err(|e| anyhow!("input error: {e}"))?;
     }
+    if matches!(command.as_str(), "info" | "list") {
+        // As upstream: a root caller first gives up what discovery does not need.
+        crate::privilege::restrict(crate::privilege::Role::Query {
+            kmods: g.load_kmods,
+        })?;
+    }
     match command.as_str() {
         "info" => info::run(&g, rest),
         "list" => list::run(&g, rest),
@@ -113,7 +119,9 @@ pub fn prepare_host(g: &Global) -> Result<(Roots, Option<Vec<Gpu>>)> {
     }
     let gpus = crate::discover::gpus::read_gpus(&roots).ok();
     let minors: Vec<u32> = gpus.iter().flatten().map(|g| g.minor).collect();
+    crate::privilege::enter(crate::privilege::Phase::Kmods);
     let loaded = crate::kmods::load_kernel_modules(&roots, &minors);
+    crate::privilege::modules_loaded();
     Ok((roots, gpus.filter(|_| !loaded)))
 }
 

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::applets::cli::{self, Global};
 use crate::config::Config;
 use crate::discover::Roots;
+use crate::discover::csv::list_csv_files;
 use crate::discover::files::IpcOptions;
 use crate::discover::gated::find_gated;
 use crate::discover::host::{HostQuery, read_host};
@@ -21,7 +22,7 @@ use crate::plan::{self, CompatMode, Options, Plan};
 use crate::request::{Caps, Devices, Request};
 use crate::select::select_devices;
 use crate::spec::cdi::{self, ContainerEdits};
-use crate::spec::generate::csv::{CsvOptions, generate_csv_spec, runtime_csv_files};
+use crate::spec::generate::csv::{CsvOptions, generate_csv_spec};
 use crate::spec::generate::wsl::wsl_edits;
 use crate::spec::generate::{
     GenerateOptions, HookCommand, NameStrategy, edits_from_binds, edits_from_plan,
@@ -278,7 +279,7 @@ pub fn inject_csv(
     let roots = cli::roots(&g)?;
     let tegra = read_tegra(&roots);
     let csv_opts = CsvOptions {
-        files: runtime_csv_files(Path::new(&cfg.runtime.modes.csv.mount_spec_path), all_files),
+        files: list_csv_files(Path::new(&cfg.runtime.modes.csv.mount_spec_path), all_files),
         ignore_patterns: Vec::new(),
         compat_container_root: cfg.runtime.modes.csv.compat_container_root.clone(),
     };

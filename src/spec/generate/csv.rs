@@ -10,19 +10,22 @@
 //! `/dev/nvidia1`, plus its display node `/dev/nvidia2`; the dGPU (index 1) gets its full-GPU
 //! nodes plus the entries that are neither GPU nor control nodes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
 use super::{GenerateOptions, NameStrategy, finish_nodes, tidy};
 use crate::discover::Roots;
+use crate::discover::csv::{self, CsvFiles};
 use crate::discover::gpus::Gpu;
-use crate::discover::tegra::{TEGRA_RELEASE, Tegra};
+use crate::discover::tegra::Tegra;
+use crate::discover::{devices, under};
+use crate::spec::cdi::Mount;
 use crate::spec::cdi::{ContainerEdits, Device, DeviceNode, Spec, minimum_version};
-use crate::spec::csv::{self, CsvEdits};
 
 /// Where Orin images keep their CUDA forward-compat libraries (upstream's default).
 pub const ORIN_COMPAT_ROOT: &str = "/usr/local/cuda/compat_orin";
+const MOUNT_OPTIONS: [&str; 5] = ["ro", "nosuid", "nodev", "rbind", "rprivate"];
 const CONTROL_NODES: &[&str] = &[
     "/dev/nvidia-modeset",
     "/dev/nvidia-uvm-tools",
@@ -47,12 +50,17 @@ pub fn generate_csv_spec(
     o: &GenerateOptions,
 ) -> Result<(Spec, Vec<String>)> {
     let (specs, mut warnings) = csv::load_mount_specs(&c.files)?;
-    let nodes = csv::device_edits(&specs, &roots.dev);
+    let nodes = csv::find_devices(&specs, &roots.dev);
     warnings.extend(nodes.warnings.iter().cloned());
-    let files = csv::driver_edits(&specs, &roots.driver, &c.ignore_patterns)?;
+    let files = csv::find_files(&specs, &roots.driver, &c.ignore_patterns)?;
     warnings.extend(files.warnings.iter().cloned());
     let mut common = common_edits(roots, tegra, c, o, &files);
-    let mut devices = devices(roots, tegra, o, &nodes.device_nodes)?;
+    let csv_nodes: Vec<DeviceNode> = nodes
+        .device_nodes
+        .iter()
+        .map(|n| cdi_node(roots, n))
+        .collect();
+    let mut devices = devices(roots, tegra, o, &csv_nodes)?;
     if !o.no_all_device && !devices.is_empty() {
         let mut all = ContainerEdits::default();
         for d in &devices {
@@ -87,29 +95,27 @@ fn common_edits(
     tegra: &Tegra,
     c: &CsvOptions,
     o: &GenerateOptions,
-    files: &CsvEdits,
+    files: &CsvFiles,
 ) -> ContainerEdits {
     let mut e = ContainerEdits {
-        mounts: files.mounts.clone(),
+        mounts: files
+            .mounts
+            .iter()
+            .map(|m| Mount {
+                host_path: under(&roots.driver, &m.path).display().to_string(),
+                container_path: m.path.clone(),
+                r#type: None,
+                options: MOUNT_OPTIONS.iter().map(|o| (*o).to_owned()).collect(),
+            })
+            .collect(),
         env: vec!["NVIDIA_VISIBLE_DEVICES=void".to_owned()],
         ..ContainerEdits::default()
     };
-    let release = crate::discover::under(&roots.driver, TEGRA_RELEASE);
-    if release.is_file() {
-        let mut m = files.mounts.first().cloned().unwrap_or_default();
-        m.host_path = release.display().to_string();
-        m.container_path = TEGRA_RELEASE.to_owned();
-        m.options = ["ro", "nosuid", "nodev", "rbind", "rprivate"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        e.mounts.push(m);
-    }
     for links in [&files.library_links, &files.links] {
         if !links.is_empty() {
             let args: Vec<String> = links
                 .iter()
-                .flat_map(|l| ["--link".to_owned(), l.clone()])
+                .flat_map(|(link, target)| ["--link".to_owned(), format!("{target}::{link}")])
                 .collect();
             o.push_hook(&mut e, "create-symlinks", &args);
         }
@@ -228,7 +234,7 @@ fn devices(
                 .cloned()
                 .collect();
             if let Ok(display) = csv::device_node(&roots.dev, "/dev/nvidia2") {
-                n.push(display);
+                n.push(cdi_node(roots, &display));
             }
             n
         } else {
@@ -239,7 +245,7 @@ fn devices(
             let gpu_node = format!("/dev/nvidia{}", g.minor);
             for path in std::iter::once(gpu_node.as_str()).chain(CONTROL_NODES.iter().copied()) {
                 if let Ok(node) = csv::device_node(&roots.dev, path) {
-                    n.push(node);
+                    n.push(cdi_node(roots, &node));
                 }
             }
             n.extend(
@@ -253,6 +259,19 @@ fn devices(
         out.extend(named(o, g.index, &g.uuid, nodes));
     }
     Ok(out)
+}
+
+/// A found node as a CDI node (its host path under the dev root).
+fn cdi_node(roots: &Roots, n: &devices::DeviceNode) -> DeviceNode {
+    let host = under(&roots.dev, &n.path).display().to_string();
+    DeviceNode {
+        host_path: (host != n.path).then_some(host),
+        r#type: Some("c".to_owned()),
+        major: Some(i64::from(n.major)),
+        minor: Some(i64::from(n.minor)),
+        path: n.path.clone(),
+        ..DeviceNode::default()
+    }
 }
 
 /// One device entry per naming strategy (a device without a UUID has no uuid name).
@@ -280,12 +299,6 @@ fn named(o: &GenerateOptions, index: usize, uuid: &str, nodes: Vec<DeviceNode>) 
             ..Device::default()
         })
         .collect()
-}
-
-/// The CSV files of `dir`: the base three, or with `all` every `*.csv` (the runtime's
-/// `NVIDIA_REQUIRE_JETPACK=csv-mounts=all`).
-pub fn runtime_csv_files(dir: &Path, all: bool) -> Vec<PathBuf> {
-    csv::list_csv_files(dir, all)
 }
 
 #[cfg(test)]

@@ -11,12 +11,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use super::{Flag, Format, env_list, log_warn, next_flag, parse_bool, split_list, write_spec};
 use crate::applets::ctk::Global;
 use crate::discover::Roots;
+use crate::discover::csv::{DEFAULT_CSV_FILES, DEFAULT_MOUNT_SPEC_PATH};
 use crate::discover::gated::Gated;
 use crate::discover::host::{HostQuery, read_host};
 use crate::discover::tegra::{is_tegra, read_tegra};
 use crate::discover::wsl::{DXG, Wsl, is_wsl, read_wsl};
 use crate::spec::cdi::parse_qualified_name;
-use crate::spec::csv::{DEFAULT_CSV_FILES, DEFAULT_MOUNT_SPEC_PATH};
 use crate::spec::generate::csv::{CsvOptions, generate_csv_spec};
 use crate::spec::generate::wsl::generate_wsl_spec;
 use crate::spec::generate::{

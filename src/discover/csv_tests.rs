@@ -146,13 +146,11 @@ fn devices_are_stated() {
     let regular = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
     let text = format!("dev, /dev/null\ndev, null\ndev, /dev/nvbox-missing\ndev, {regular}\n");
     let specs = parse_mount_specs(&text).specs;
-    let out = device_edits(&specs, Path::new("/"));
+    let out = find_devices(&specs, Path::new("/"));
     let want = DeviceNode {
         path: "/dev/null".into(),
-        r#type: Some("c".into()),
-        major: Some(1),
-        minor: Some(3),
-        ..Default::default()
+        major: 1,
+        minor: 3,
     };
     // `null` and `/dev/null` are one node.
     assert_eq!(out.device_nodes, [want]);
@@ -194,36 +192,40 @@ fn libs_dirs_and_symlinks_under_a_driver_root() {
                 dir, /usr/src/missing\n\
                 lib, /usr/lib/missing.so.1\n";
     let specs = parse_mount_specs(text).specs;
-    let out = driver_edits(&specs, &root, &[]).unwrap();
+    let out = find_files(&specs, &root, &[]).unwrap();
     let host = |p: &str| root.join(p.trim_start_matches('/')).display().to_string();
-    let mounts: Vec<(String, String)> = out
-        .mounts
-        .iter()
-        .map(|m| (m.host_path.clone(), m.container_path.clone()))
-        .collect();
-    let at = |p: &str| (host(p), p.to_string());
+    let at = |p: &str, dir| CsvMount {
+        path: p.to_owned(),
+        dir,
+    };
     assert_eq!(
-        mounts,
+        out.mounts,
         [
-            at("/usr/src/jetson"),
-            at("/usr/lib/aarch64-linux-gnu/tegra/libcuda.so.1.1"),
-            at("/usr/lib/aarch64-linux-gnu/tegra/libnvos.so.32.1.0"),
+            at("/usr/src/jetson", true),
+            at("/usr/lib/aarch64-linux-gnu/tegra/libcuda.so.1.1", false),
+            at("/usr/lib/aarch64-linux-gnu/tegra/libnvos.so.32.1.0", false),
         ]
     );
-    assert!(out.mounts.iter().all(|m| m.options == MOUNT_OPTIONS));
+    let pair = |l: &str, t: &str| (l.to_owned(), t.to_owned());
+    let lib = "/usr/lib/aarch64-linux-gnu";
     assert_eq!(
         out.links,
         [
-            "tegra/libcuda.so.1::/usr/lib/aarch64-linux-gnu/libcuda.so",
-            "libcuda.so.1.1::/usr/lib/aarch64-linux-gnu/tegra/libcuda.so.1",
-            "/usr/lib/aarch64-linux-gnu/tegra/nvos-link::/usr/lib/aarch64-linux-gnu/libnvos.so.32",
-            "libnvos.so.32.1.0::/usr/lib/aarch64-linux-gnu/tegra/nvos-link",
+            pair(&format!("{lib}/libcuda.so"), "tegra/libcuda.so.1"),
+            pair(&format!("{lib}/tegra/libcuda.so.1"), "libcuda.so.1.1"),
+            pair(
+                &format!("{lib}/libnvos.so.32"),
+                &format!("{lib}/tegra/nvos-link")
+            ),
+            pair(&format!("{lib}/tegra/nvos-link"), "libnvos.so.32.1.0"),
         ]
     );
     assert_eq!(
         out.library_links,
-        ["libcuda.so.1::/usr/lib/aarch64-linux-gnu/tegra/libcuda.so"]
+        [pair(&format!("{lib}/tegra/libcuda.so"), "libcuda.so.1")]
     );
+    // Empty files are no ELF objects: no soname.
+    assert!(out.libraries.iter().all(|l| l.soname.is_none()));
     assert_eq!(
         out.warnings,
         [
@@ -232,9 +234,14 @@ fn libs_dirs_and_symlinks_under_a_driver_root() {
         ]
     );
     // --csv.ignore-pattern: by name with `**/`, else by path.
-    let by_name = driver_edits(&specs, &root, &["**/libcuda.so".to_owned()]).unwrap();
-    assert!(!by_name.links.iter().any(|l| l.ends_with("/libcuda.so")));
-    let by_path = driver_edits(&specs, &root, &["/usr/lib/*/libnvos.so.*".to_owned()]).unwrap();
+    let by_name = find_files(&specs, &root, &["**/libcuda.so".to_owned()]).unwrap();
+    assert!(
+        !by_name
+            .links
+            .iter()
+            .any(|(l, _)| l.ends_with("/libcuda.so"))
+    );
+    let by_path = find_files(&specs, &root, &["/usr/lib/*/libnvos.so.*".to_owned()]).unwrap();
     assert_eq!(by_path.links.len(), 2, "{:?}", by_path.links);
 }
 
@@ -250,7 +257,7 @@ fn hostile_entries_are_errors() {
     symlink("/", root.join("usr/lib/up")).unwrap();
     let one = |text: &str| {
         let specs = parse_mount_specs(text).specs;
-        driver_edits(&specs, &root, &[])
+        find_files(&specs, &root, &[])
     };
     let e = one("lib, /usr/lib/libescape.so.1\n")
         .unwrap_err()

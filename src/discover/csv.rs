@@ -1,8 +1,8 @@
 //! Tegra CSV mount specs (reference nvidia-container-toolkit.md §2.5 csv mode): files of
 //! `<type>, <path>` lines, type one of `dev`, `dir`, `lib`, `sym`, naming what a Jetson
-//! container gets from the host. Turned into CDI `ContainerEdits` the way upstream's csv
-//! discoverer does: devices as nodes, dirs and libs as read-only bind mounts of the resolved
-//! file, syms as mounts of their target plus a `create-symlinks` hook recreating the chain.
+//! container gets from the host, found on the host the way upstream's csv discoverer finds
+//! them: devices as nodes, dirs and libs at the real path their symlinks end at, syms as their
+//! target plus each link of the chain. The plan and the CDI generator make mounts and hooks.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, anyhow, bail};
 use nix::sys::stat::{major, minor};
 
-use super::cdi::{DeviceNode, Mount};
-use crate::discover::root::RootDir;
+use super::devices::DeviceNode;
+use super::root::RootDir;
+use super::tegra::TEGRA_RELEASE;
 
 /// Files read unless `NVIDIA_REQUIRE_JETPACK=csv-mounts=all` asks for every `*.csv`.
 pub const DEFAULT_CSV_FILES: [&str; 3] = ["devices.csv", "drivers.csv", "l4t.csv"];
 pub const DEFAULT_MOUNT_SPEC_PATH: &str =
     "/etc/nvidia-container-runtime/host-files-for-container.d";
-const MOUNT_OPTIONS: [&str; 5] = ["ro", "nosuid", "nodev", "rbind", "rprivate"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MountKind {
@@ -178,25 +178,39 @@ fn check_path(path: &str) -> Result<()> {
 }
 
 /// What the entries of a set of CSV files give a container, found on the host.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CsvEdits {
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CsvFiles {
     /// `dev` entries found as character devices under the dev root.
     pub device_nodes: Vec<DeviceNode>,
-    /// `dir`, `lib` and the targets of `sym` entries, at their real paths in the driver root.
-    pub mounts: Vec<Mount>,
-    /// `target::link` for `create-symlinks`: the links upstream adds next to some driver
-    /// libraries (`libcuda.so`), and each link of every `sym` chain (a hook each).
-    pub library_links: Vec<String>,
-    pub links: Vec<String>,
-    /// Container paths of the mounted libraries (their directories get the loader cache).
-    pub libraries: Vec<String>,
+    /// `dir`, `lib` and the targets of `sym` entries, at their real paths in the driver root
+    /// (which are the container paths).
+    pub mounts: Vec<CsvMount>,
+    /// `(link, target)`: the links upstream adds next to some driver libraries (`libcuda.so`),
+    /// and each link of every `sym` chain.
+    pub library_links: Vec<(String, String)>,
+    pub links: Vec<(String, String)>,
+    /// The mounted libraries with their sonames (for the loader cache).
+    pub libraries: Vec<CsvLibrary>,
     /// Entries not found (upstream's locators skip them with a warning).
     pub warnings: Vec<String>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvMount {
+    pub path: String,
+    pub dir: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvLibrary {
+    pub path: String,
+    /// `None` when the file is not an ELF shared object.
+    pub soname: Option<String>,
+}
+
 /// The `dev` entries as device nodes under `dev_root` (a bare name is looked up in /dev).
-pub fn device_edits(specs: &[MountSpec], dev_root: &Path) -> CsvEdits {
-    let mut out = CsvEdits::default();
+pub fn find_devices(specs: &[MountSpec], dev_root: &Path) -> CsvFiles {
+    let mut out = CsvFiles::default();
     for s in specs.iter().filter(|s| s.kind == MountKind::Dev) {
         match device_node(dev_root, &s.path) {
             Ok(node) if !out.device_nodes.iter().any(|n| n.path == node.path) => {
@@ -212,12 +226,8 @@ pub fn device_edits(specs: &[MountSpec], dev_root: &Path) -> CsvEdits {
 /// The `dir`, `lib` and `sym` entries under `driver_root`; `sym` entries whose path matches an
 /// ignore pattern (`--csv.ignore-pattern`: a glob on the path, or with `**/` on the file name)
 /// are left out. A symlink leaving the driver root is an error.
-pub fn driver_edits(
-    specs: &[MountSpec],
-    driver_root: &Path,
-    ignore: &[String],
-) -> Result<CsvEdits> {
-    let mut out = CsvEdits::default();
+pub fn find_files(specs: &[MountSpec], driver_root: &Path, ignore: &[String]) -> Result<CsvFiles> {
+    let mut out = CsvFiles::default();
     let root = RootDir::open(driver_root)
         .map_err(|e| anyhow!("open driver root {}: {e}", driver_root.display()))?;
     let of_kind = |kind| {
@@ -228,7 +238,7 @@ pub fn driver_edits(
     };
     for path in of_kind(MountKind::Dir) {
         match root.find(path) {
-            Ok(Some(f)) if f.is_dir() => push_mount(&mut out, driver_root, &f.path),
+            Ok(Some(f)) if f.is_dir() => push_mount(&mut out, &f.path, true),
             _ => out.warnings.push(format!(
                 "could not locate directory {}",
                 host_path(driver_root, path).display()
@@ -238,9 +248,13 @@ pub fn driver_edits(
     for path in of_kind(MountKind::Lib) {
         match resolve_chain(&root, driver_root, path)? {
             Some((target, _)) => {
-                push_mount(&mut out, driver_root, &target);
-                if !out.libraries.contains(&target) {
-                    out.libraries.push(target);
+                push_mount(&mut out, &target, false);
+                if !out.libraries.iter().any(|l| l.path == target) {
+                    let soname = super::tegra::soname_of(&host_path(driver_root, &target));
+                    out.libraries.push(CsvLibrary {
+                        path: target,
+                        soname,
+                    });
                 }
             }
             None => out.warnings.push(format!(
@@ -258,16 +272,21 @@ pub fn driver_edits(
             ));
             continue;
         };
-        push_mount(&mut out, driver_root, &target);
-        for (link, to) in chain {
-            let spec = format!("{to}::{link}");
-            if !chain_links.contains(&spec) {
-                chain_links.push(spec);
+        let dir = host_path(driver_root, &target).is_dir();
+        push_mount(&mut out, &target, dir);
+        for pair in chain {
+            if !chain_links.contains(&pair) {
+                chain_links.push(pair);
             }
         }
     }
     out.links = chain_links;
-    out.library_links = compat_links(&out.libraries);
+    let paths: Vec<String> = out.libraries.iter().map(|l| l.path.clone()).collect();
+    out.library_links = compat_links(&paths);
+    // Upstream mounts the L4T release file with every CSV discoverer.
+    if host_path(driver_root, TEGRA_RELEASE).is_file() {
+        push_mount(&mut out, TEGRA_RELEASE, false);
+    }
     Ok(out)
 }
 
@@ -299,16 +318,13 @@ fn host_path(driver_root: &Path, path: &str) -> PathBuf {
     driver_root.join(path.trim_start_matches('/'))
 }
 
-fn push_mount(out: &mut CsvEdits, driver_root: &Path, path: &str) {
-    if out.mounts.iter().any(|m| m.container_path == path) {
-        return;
+fn push_mount(out: &mut CsvFiles, path: &str, dir: bool) {
+    if !out.mounts.iter().any(|m| m.path == path) {
+        out.mounts.push(CsvMount {
+            path: path.to_owned(),
+            dir,
+        });
     }
-    out.mounts.push(Mount {
-        host_path: host_path(driver_root, path).to_string_lossy().into_owned(),
-        container_path: path.to_string(),
-        r#type: None,
-        options: MOUNT_OPTIONS.iter().map(|o| o.to_string()).collect(),
-    });
 }
 
 /// A character device under the dev root; a bare name is looked up in /dev.
@@ -327,14 +343,10 @@ pub fn device_node(dev_root: &Path, path: &str) -> Result<DeviceNode> {
             host.display()
         );
     }
-    let host = host.to_string_lossy().into_owned();
     Ok(DeviceNode {
-        host_path: (host != path).then_some(host),
-        r#type: Some("c".into()),
-        major: Some(major(meta.rdev()) as i64),
-        minor: Some(minor(meta.rdev()) as i64),
         path,
-        ..Default::default()
+        major: major(meta.rdev()) as u32,
+        minor: minor(meta.rdev()) as u32,
     })
 }
 
@@ -412,8 +424,8 @@ fn clean(path: &str) -> Option<String> {
 }
 
 /// Links applications expect next to some driver libraries (upstream's fixed list).
-fn compat_links(lib_mounts: &[String]) -> Vec<String> {
-    let mut links: Vec<String> = Vec::new();
+fn compat_links(lib_mounts: &[String]) -> Vec<(String, String)> {
+    let mut links = Vec::new();
     let mut done: Vec<&str> = Vec::new();
     for path in lib_mounts {
         let (dir, lib) = path.rsplit_once('/').unwrap_or(("", path));
@@ -432,7 +444,7 @@ fn compat_links(lib_mounts: &[String]) -> Vec<String> {
             continue;
         }
         done.push(link);
-        links.push(format!("{target}::{dir}/{link}"));
+        links.push((format!("{dir}/{link}"), target.to_owned()));
     }
     links
 }
