@@ -234,3 +234,51 @@ fn list_keeps_no_capability() {
         [("discover".to_string(), "none".to_string())]
     );
 }
+
+/// An `nvidia-cdi-hook` started as full root: the bounding set of libnvidia-container, the
+/// hook's set permitted, nothing effective while it reads the state, the hook's set while it
+/// writes, and nothing while `update-ldcache` parses the image's cache.
+#[test]
+fn cdi_hook_phases() {
+    if !is_root() {
+        skip_or_fail("the hook's privileges as root");
+        return;
+    }
+    let dir = TempDir::new("priv-cdi-hook");
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::create_dir_all(rootfs.join("usr/lib64")).unwrap();
+    let state = dir.path().join("state.json");
+    let s = json!({"ociVersion": "1.0.2", "id": "c", "status": "creating", "pid": 0,
+                   "bundle": dir.path(), "root": rootfs});
+    std::fs::write(&state, s.to_string()).unwrap();
+    let out = command(nvbox())
+        .args([
+            "nvidia-cdi-hook",
+            "--debug",
+            "update-ldcache",
+            "--folder",
+            "/usr/lib64",
+        ])
+        .arg("--container-spec")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    let hook = "cap_dac_override,cap_dac_read_search,cap_fowner,cap_setgid,cap_setuid,\
+cap_sys_chroot,cap_sys_admin";
+    assert!(
+        log.contains(&format!(
+            "privileges: bounding cap_dac_override,cap_sys_module permitted {hook} no_new_privs 1"
+        )),
+        "{log}"
+    );
+    let phases = logged_phases(&log);
+    let want: Vec<(String, String)> = [("discover", "none"), ("hook", hook), ("ldcache", "none")]
+        .iter()
+        .map(|(p, s)| (p.to_string(), s.to_string()))
+        .collect();
+    assert_eq!(phases, want, "{log}");
+    assert!(rootfs.join("etc/ld.so.cache").exists());
+}

@@ -56,6 +56,31 @@ fn legacy_hook_in_a_user_namespace() {
     assert_eq!(owned_by_host_root(&bundle.rootfs), Vec::<String>::new());
 }
 
+/// The same through the mount path for kernels without `open_tree` (mounts by
+/// /proc/thread-self/fd, remounted with MS_BIND, as upstream does for user namespaces).
+#[test]
+fn legacy_hook_in_a_user_namespace_old_mount_api() {
+    if !ready() {
+        return;
+    }
+    let host = shared_host(&[]);
+    let mut bundle = Bundle::new(false);
+    bundle.script(PROBE);
+    bundle.env(&["NVIDIA_VISIBLE_DEVICES=0"]);
+    bundle.hook(host);
+    let env = bundle.spec["hooks"]["prestart"][0]["env"]
+        .as_array_mut()
+        .unwrap();
+    env.push(json!("NVBOX_MOUNT_API=legacy"));
+    bundle.map_ids(HOST_ID as u32);
+    let want = expected(host, "0", DEFAULT_CAPS, &bundle.rootfs);
+    let run = run_runc(&mut bundle);
+    assert!(run.created, "runc create failed:\n{}", run.create_stderr);
+    assert_injected(&parse_probe(&run.stdout), &want, host);
+    assert_ldcache(&bundle.rootfs, &want);
+    assert_eq!(owned_by_host_root(&bundle.rootfs), Vec::<String>::new());
+}
+
 #[test]
 fn legacy_hook_in_a_user_namespace_with_ldconfig() {
     if !ready() {

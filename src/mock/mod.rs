@@ -111,6 +111,13 @@ pub struct Spec {
     pub driver_files: bool,
     /// Libraries and firmware of a few hundred bytes instead of their real sizes and layouts.
     pub stub_libraries: bool,
+    /// Mode and group of the device nodes: the driver's 0666 root, or e.g. 0660 video (44)
+    /// as `NVreg_DeviceFileMode`/`NVreg_DeviceFileGID` make them on hardened hosts.
+    pub dev_mode: u32,
+    pub dev_group: u32,
+    /// `/var/run` as a link to `/run` (every modern distribution); without it the IPC
+    /// sockets are only under `/run`.
+    pub var_run_link: bool,
     /// A graphics host: DRM nodes, loader config files, X.Org modules, EGL platform libraries.
     pub graphics: bool,
     /// The GPUDirect Storage, GDRCopy, MOFED and NVSwitch nodes of an HPC node.
@@ -161,6 +168,9 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let mut mig = 0u32;
     let mut driver_files = true;
     let mut stub_libraries = false;
+    let mut dev_mode = 0o666;
+    let mut dev_group = 0;
+    let mut var_run_link = true;
     let mut graphics = false;
     let mut gated = false;
     while let Some(arg) = parser.next().map_err(flat)? {
@@ -174,6 +184,17 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
             Long("mig") => mig = parser.value()?.parse().map_err(flat)?,
             Long("no-driver-files") => driver_files = false,
             Long("stub-libraries") => stub_libraries = true,
+            Long("dev-mode") => {
+                let v = parser.value()?.string()?;
+                dev_mode = u32::from_str_radix(&v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| {
+                        anyhow!("--dev-mode {v:?}: expected octal permissions like 0660")
+                    })?;
+            }
+            Long("dev-group") => dev_group = parser.value()?.parse().map_err(flat)?,
+            Long("no-var-run-link") => var_run_link = false,
             Long("graphics") => graphics = true,
             Long("gated") => gated = true,
             Short('h') | Long("help") => {
@@ -219,6 +240,9 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         mig,
         driver_files,
         stub_libraries,
+        dev_mode,
+        dev_group,
+        var_run_link,
         graphics,
         platform,
         gated,
@@ -334,6 +358,9 @@ nvbox at it.
                            made from real driver packages
   --stub-libraries         driver libraries and firmware of a few hundred bytes instead of
                            their real sizes and layouts (sparse files, no disk used)
+  --dev-mode MODE          octal mode of the device nodes (default 0666, the driver's)
+  --dev-group GID          group of the device nodes (default 0; 44 is video on Debian)
+  --no-var-run-link        no /var/run -> /run link: IPC sockets only under /run
   --graphics               a graphics host: nvidia-drm's card and render nodes per GPU
                            (sysfs, /dev/dri, by-path links; a BMC holds card0), the Vulkan,
                            EGL, GLVND and OpenCL loader files, nvoptix.bin, xorg.conf.d, the

@@ -28,6 +28,9 @@ fn mock_host_with(tag: &str, gpus: usize, mig: u32, graphics: bool) -> (MockHost
         mig,
         driver_files: true,
         stub_libraries: false,
+        dev_mode: 0o666,
+        dev_group: 0,
+        var_run_link: true,
         graphics,
         platform: mock::Platform::Dgpu,
         gated: false,
@@ -56,6 +59,7 @@ fn options() -> GenerateOptions {
         enabled_hooks: Vec::new(),
         hook: HookCommand::new("/usr/bin/nvidia-cdi-hook".to_owned(), Vec::new()),
         ldconfig_path: None,
+        features: Features::default(),
     }
 }
 
