@@ -11,7 +11,7 @@ say() { printf '== %s\n' "$*"; }
 
 # runc, docker.io and containerd: the end-to-end tests (tests/e2e_runc.rs, tests/e2e_docker.rs)
 # start real containers; they run inside the plain `cargo test` below.
-packages="busybox-static dpkg runc containerd docker.io podman uidmap"
+packages="busybox-static dpkg runc containerd docker.io podman uidmap rootlesskit"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
