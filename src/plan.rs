@@ -442,6 +442,57 @@ fn version_key(file: &str) -> Vec<u64> {
 }
 
 impl Plan {
+    /// Upstream's CDI placement (jit-cdi): the libraries and binaries `layout` placed in the
+    /// image's directories go to their host paths instead. Loader-cache entries and development
+    /// links follow their library; files with a container path of their own stay.
+    pub fn keep_host_paths(&mut self, layout: &Layout) {
+        let dir_of = |p: &str| {
+            p.rsplit_once('/')
+                .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d })
+                .to_owned()
+        };
+        let placed = |target: &str| {
+            let dir = dir_of(target);
+            dir == layout.libs || dir == layout.libs32 || dir == layout.bins
+        };
+        let mut moved: Vec<(String, String)> = Vec::new();
+        for b in &mut self.binds {
+            let file = b.root == Root::Driver && b.kind == Kind::File;
+            if file && b.target != b.source && placed(&b.target) {
+                moved.push((b.target.clone(), b.source.clone()));
+                b.target.clone_from(&b.source);
+            }
+        }
+        let new_dir = |dir: &str, file: &str| {
+            let old = format!("{}/{file}", dir.trim_end_matches('/'));
+            moved
+                .iter()
+                .find(|(o, _)| *o == old)
+                .map(|(_, n)| dir_of(n))
+        };
+        for (link, target) in &mut self.symlinks {
+            let (dir, name) = link.rsplit_once('/').unwrap_or(("", link.as_str()));
+            let lib = self
+                .cache
+                .iter()
+                .find(|c| c.dir == dir && (c.soname == *target || c.file == *target));
+            if let Some(d) = lib.and_then(|c| new_dir(&c.dir, &c.file)) {
+                *link = format!("{}/{name}", d.trim_end_matches('/'));
+            }
+        }
+        for c in &mut self.cache {
+            if let Some(d) = new_dir(&c.dir, &c.file) {
+                c.dir = d;
+            }
+        }
+        self.cache_dirs.clear();
+        for c in &self.cache {
+            if !self.cache_dirs.contains(&c.dir) {
+                self.cache_dirs.push(c.dir.clone());
+            }
+        }
+    }
+
     fn bind(&mut self, root: Root, source: &str, target: &str, kind: Kind) {
         self.binds.push(Bind {
             root,

@@ -131,6 +131,71 @@ pub fn select_libraries(
     Ok(libs)
 }
 
+/// Upstream's CDI library set beyond the tables: every native `*.so.<version>` in the loader
+/// cache that sits in a directory of the driver's libraries (`dirs`), and the
+/// any-version libraries ([`tables::CDI_ANY_VERSION_LIBRARIES`], and with `explicit`
+/// [`tables::CDI_EXPLICIT_LIBRARIES`]). `known` are the ones the
+/// tables already chose. They are mounted whatever the capabilities, so their group is moot.
+pub fn select_cdi_libraries(
+    root: &RootDir,
+    cache: &LdCache,
+    version: &str,
+    dirs: &[&str],
+    known: &[Library],
+    explicit: bool,
+) -> Result<Vec<Library>> {
+    let Some(arch) = arch_flags(Bits::Native) else {
+        return Ok(Vec::new());
+    };
+    let suffix = format!(".so.{version}");
+    let mut libs: Vec<Library> = Vec::new();
+    for entry in cache.entries() {
+        if entry.flags & ldcache::FLAG_ARCH_MASK != arch || entry.flags & ldcache::FLAG_ELF == 0 {
+            continue;
+        }
+        let (Ok(path), Ok(soname)) = (
+            std::str::from_utf8(entry.path),
+            std::str::from_utf8(entry.soname),
+        ) else {
+            continue;
+        };
+        let named = |list: &[&str]| list.iter().any(|p| soname.starts_with(p));
+        let any_version = named(tables::CDI_ANY_VERSION_LIBRARIES)
+            || (explicit && named(tables::CDI_EXPLICIT_LIBRARIES));
+        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+        if !dirs.contains(&dir) {
+            continue;
+        }
+        let found = match root.open_read(path) {
+            Ok(Some(f)) if f.is_file() => f,
+            _ => continue,
+        };
+        let name = found.path.rsplit('/').next().unwrap_or("");
+        if !(any_version || name.ends_with(&suffix))
+            || known.iter().chain(&libs).any(|l| l.path == found.path)
+        {
+            continue;
+        }
+        let real = found.path.clone();
+        let mut head = [0u8; 4];
+        let is_elf = std::fs::File::from(found.fd)
+            .read_exact(&mut head)
+            .is_ok_and(|()| head == *b"\x7fELF");
+        if !is_elf {
+            warn!("skipping {real}: not an ELF file");
+            continue;
+        }
+        info!("selecting {real}");
+        libs.push(Library {
+            path: real,
+            soname: soname.to_owned(),
+            prefix: "",
+            group: Group::Utility,
+        });
+    }
+    Ok(libs)
+}
+
 /// The selector: exact driver version suffix; a real ELF file; for the TLS library, the build
 /// carrying the new-TLS ABI note.
 fn accept_library(found: super::root::Found, version: &str, prefix: &str) -> Result<bool> {
@@ -168,9 +233,19 @@ fn accept_library(found: super::root::Found, version: &str, prefix: &str) -> Res
 /// Driver binaries: the first `PATH` directory (inside the driver root) holding a regular file
 /// of that name. Empty PATH elements mean the current directory, as for execvp.
 pub fn find_binaries(root: &RootDir, path_env: Option<&str>, no_mps: bool) -> Result<Vec<Binary>> {
+    find_binaries_of(tables::BINARIES, root, path_env, no_mps)
+}
+
+/// [`find_binaries`] over another table (upstream's CDI list).
+pub fn find_binaries_of(
+    table: &'static [(&'static str, Group)],
+    root: &RootDir,
+    path_env: Option<&str>,
+    no_mps: bool,
+) -> Result<Vec<Binary>> {
     let path_env = path_env.ok_or_else(|| anyhow!("environment variable PATH not found"))?;
     let mut bins = Vec::new();
-    for (name, group) in tables::BINARIES {
+    for (name, group) in table {
         if no_mps && *group == Group::Compute {
             continue;
         }
@@ -222,7 +297,14 @@ pub fn find_ipcs(root: &RootDir, opts: IpcOptions, mps_dir: Option<&str>) -> Vec
     }
     let mut ipcs = Vec::new();
     for (path, group) in wanted {
-        match root.find(path) {
+        // A driver root without the `/var/run -> /run` link still has its sockets under `/run`
+        // (upstream looks in both).
+        let in_run = path.strip_prefix("/var").filter(|p| p.starts_with("/run/"));
+        let mut found = root.find(path);
+        if let (Ok(None) | Err(_), Some(run)) = (&found, in_run) {
+            found = root.find(run);
+        }
+        match found {
             Ok(Some(f)) => {
                 info!("listing ipc path {}", f.path);
                 ipcs.push((f.path, group));

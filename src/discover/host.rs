@@ -29,6 +29,11 @@ pub struct HostQuery {
     /// `CUDA_MPS_PIPE_DIRECTORY` of the caller.
     pub mps_dir: Option<String>,
     pub imex_channels: Vec<u32>,
+    /// Upstream's CDI file set (jit-cdi, `cdi generate`) instead of libnvidia-container's: see
+    /// [`files::select_cdi_libraries`] and [`super::tables::CDI_BINARIES`].
+    pub cdi_files: bool,
+    /// With `cdi_files`: the feature flag `enable-explicit-driver-libraries`.
+    pub cdi_explicit_libraries: bool,
     /// Gated device kinds the container asked for (`NVIDIA_GDS=enabled` …).
     pub gated: Vec<Gated>,
     /// GPUs the caller has already read (`--load-kmods`), used instead of reading them again.
@@ -96,7 +101,32 @@ pub fn read_host(roots: &Roots, q: &HostQuery) -> Result<Host> {
     } else {
         Vec::new()
     };
-    let bins = files::find_binaries(&root, q.path_env.as_deref(), q.ipc.no_mps)
+    let mut libs = libs;
+    if q.cdi_files {
+        let mut dirs: Vec<&str> = Vec::new();
+        for l in &libs {
+            let dir = l.path.rsplit_once('/').map_or("", |(d, _)| d);
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        let more = files::select_cdi_libraries(
+            &root,
+            &cache,
+            &driver.version,
+            &dirs,
+            &libs,
+            q.cdi_explicit_libraries,
+        )
+        .context("detection error")?;
+        libs.extend(more);
+    }
+    let table = if q.cdi_files {
+        super::tables::CDI_BINARIES
+    } else {
+        super::tables::BINARIES
+    };
+    let bins = files::find_binaries_of(table, &root, q.path_env.as_deref(), q.ipc.no_mps)
         .context("detection error")?;
     let ipcs = files::find_ipcs(&root, q.ipc, q.mps_dir.as_deref());
     let firmwares = if q.no_gsp_firmware {
@@ -147,6 +177,8 @@ pub fn read_host(roots: &Roots, q: &HostQuery) -> Result<Host> {
     } else {
         Graphics::default()
     };
+    // A versioned library the graphics discovery places (the Vulkan producer) is its.
+    libs.retain(|l| !l.prefix.is_empty() || !graphics.libs.iter().any(|g| g.path == l.path));
     Ok(Host {
         graphics,
         cap_minors,

@@ -69,6 +69,39 @@ pub const BINARIES: &[(&str, Group)] = &[
     ("nvidia-cuda-mps-server", Group::Compute),
 ];
 
+/// The binaries of upstream's CDI specs (nvidia-container-toolkit pkg/nvcdi/driver-nvml.go
+/// `newDriverBinariesDiscoverer`): the IMEX daemon and its control tool, no fabric manager.
+pub const CDI_BINARIES: &[(&str, Group)] = &[
+    ("nvidia-smi", Group::Utility),
+    ("nvidia-debugdump", Group::Utility),
+    ("nvidia-persistenced", Group::Utility),
+    ("nvidia-cuda-mps-control", Group::Compute),
+    ("nvidia-cuda-mps-server", Group::Compute),
+    ("nvidia-imex", Group::Utility),
+    ("nvidia-imex-ctl", Group::Utility),
+];
+
+/// Libraries upstream's CDI specs add whatever their version (driver-nvml.go
+/// `getLegacyNVVMLibraryMounts`): the NVVM 7.0 compiler ships as `.so.4`.
+pub const CDI_ANY_VERSION_LIBRARIES: &[&str] = &["libnvidia-nvvm70.so."];
+
+/// The feature flag `enable-explicit-driver-libraries` adds these (driver-nvml.go
+/// `getExplicitDriverLibraryMounts`): the GLVND and OpenCL loaders and unversioned driver
+/// libraries, for driver installs (GKE) whose images do not carry the loaders.
+pub const CDI_EXPLICIT_LIBRARIES: &[&str] = &[
+    "libEGL.so.",
+    "libGL.so.",
+    "libGLESv1_CM.so.",
+    "libGLESv2.so.",
+    "libGLX.so.",
+    "libGLdispatch.so.",
+    "libOpenCL.so.",
+    "libOpenGL.so.",
+    "libnvidia-api.so.",
+    "libnvidia-egl-xcb.so.",
+    "libnvidia-egl-xlib.so.",
+];
+
 /// IPC endpoints (reference §3.3), resolved in the driver root. The MPS pipe directory is taken
 /// from `CUDA_MPS_PIPE_DIRECTORY` when set.
 pub const PERSISTENCED_SOCKET: &str = "/var/run/nvidia-persistenced/socket";

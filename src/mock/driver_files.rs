@@ -86,6 +86,23 @@ fn has_compat32(prefix: &str) -> bool {
     )
 }
 
+/// (file, soname) of libraries in no capability table (`{V}` is the driver version): driver
+/// libraries, and the GLVND and OpenCL loaders that the distribution installs beside them.
+const EXTRA_LIBRARIES: &[(&str, &str)] = &[
+    ("libnvidia-present.so.{V}", "libnvidia-present.so.{V}"),
+    (
+        "libnvidia-sandboxutils.so.{V}",
+        "libnvidia-sandboxutils.so.1",
+    ),
+    ("libnvidia-vksc-core.so.{V}", "libnvidia-vksc-core.so.1"),
+    ("libnvidia-nvvm70.so.4", "libnvidia-nvvm70.so.4"),
+    ("libEGL.so.1.1.0", "libEGL.so.1"),
+    ("libOpenCL.so.1.0.0", "libOpenCL.so.1"),
+];
+
+/// Binaries the driver (or its IMEX package) installs that libnvidia-container does not list.
+const EXTRA_BINARIES: &[&str] = &["nvidia-imex", "nvidia-imex-ctl"];
+
 pub fn write_driver_files(spec: &Spec, gpus: &[MockGpu]) -> Result<()> {
     let v = &spec.driver_version;
     let (lib64, machine64, flags64) = native();
@@ -119,14 +136,35 @@ pub fn write_driver_files(spec: &Spec, gpus: &[MockGpu]) -> Result<()> {
             });
         }
     }
-    // The development link the driver also installs; it must never end up in the cache.
-    link(
-        "libcuda.so.1",
-        &spec
-            .dir
-            .join(lib64.trim_start_matches('/'))
-            .join("libcuda.so"),
-    )?;
+    // Libraries outside libnvidia-container's tables: upstream's CDI specs take some of them.
+    for (file, soname) in EXTRA_LIBRARIES {
+        let (file, soname) = (file.replace("{V}", v), soname.replace("{V}", v));
+        let base = spec.dir.join(lib64.trim_start_matches('/'));
+        write(
+            &base.join(&file),
+            shared_object(machine64, &soname, &["libc.so.6"], None),
+        )?;
+        if soname != file {
+            link(&file, &base.join(&soname))?;
+        }
+        cache.push(OwnedEntry {
+            flags: flags64,
+            soname: soname.clone(),
+            path: format!("{lib64}/{soname}"),
+            osversion: 0,
+            hwcap: 0,
+        });
+    }
+    // The development links the driver also installs; they must never end up in the cache.
+    for (target, name) in [
+        ("libcuda.so.1", "libcuda.so"),
+        ("libnvidia-ml.so.1", "libnvidia-ml.so"),
+    ] {
+        link(
+            target,
+            &spec.dir.join(lib64.trim_start_matches('/')).join(name),
+        )?;
+    }
     write(&spec.dir.join("etc/ld.so.cache"), write_cache(&cache))?;
     write(
         &spec.dir.join("etc/ld.so.conf"),
@@ -170,9 +208,13 @@ fn write_binaries(spec: &Spec, gpus: &[MockGpu]) -> Result<()> {
         spec.driver_version,
         gpus.len()
     );
-    for (name, _) in tables::BINARIES {
+    let names = tables::BINARIES
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(EXTRA_BINARIES.iter().copied());
+    for name in names {
         let path = spec.dir.join("usr/bin").join(name);
-        let body = if *name == "nvidia-smi" {
+        let body = if name == "nvidia-smi" {
             smi.clone()
         } else {
             format!("#!/bin/sh\necho \"nvbox mock {name}\"\n")
@@ -188,8 +230,10 @@ fn write_binaries(spec: &Spec, gpus: &[MockGpu]) -> Result<()> {
 fn write_persistenced_socket(spec: &Spec) -> Result<()> {
     let run = spec.dir.join("run/nvidia-persistenced");
     std::fs::create_dir_all(&run)?;
-    std::fs::create_dir_all(spec.dir.join("var"))?;
-    link("../run", &spec.dir.join("var/run"))?;
+    if spec.var_run_link {
+        std::fs::create_dir_all(spec.dir.join("var"))?;
+        link("../run", &spec.dir.join("var/run"))?;
+    }
     let sock = run.join("socket");
     let _ = std::fs::remove_file(&sock);
     std::os::unix::net::UnixListener::bind(&sock)

@@ -98,7 +98,11 @@ pub fn write_procfs(spec: &Spec, gpus: &[MockGpu]) -> Result<()> {
     )?;
     write(
         &nv.join("params"),
-        "ResmanDebugLevel: 4294967295\nRmLogonRC: 1\nModifyDeviceFiles: 1\nDeviceFileUID: 0\nDeviceFileGID: 0\nDeviceFileMode: 438\nInitializeSystemMemoryAllocations: 1\nUsePageAttributeTable: 4294967295\nEnableMSI: 1\nEnablePCIeGen3: 0\nEnableStreamMemOPs: 0\nEnableResizableBar: 0\nEnableGpuFirmware: 18\nEnableGpuFirmwareLogs: 2\nRmProfilingAdminOnly: 1\nPreserveVideoMemoryAllocations: 0\nOpenRmEnableUnsupportedGpus: 0\n",
+        // The node mode and group are the module's (nvidia-modprobe makes nodes to match).
+        format!(
+            "ResmanDebugLevel: 4294967295\nRmLogonRC: 1\nModifyDeviceFiles: 1\nDeviceFileUID: 0\nDeviceFileGID: {}\nDeviceFileMode: {}\nInitializeSystemMemoryAllocations: 1\nUsePageAttributeTable: 4294967295\nEnableMSI: 1\nEnablePCIeGen3: 0\nEnableStreamMemOPs: 0\nEnableResizableBar: 0\nEnableGpuFirmware: 18\nEnableGpuFirmwareLogs: 2\nRmProfilingAdminOnly: 1\nPreserveVideoMemoryAllocations: 0\nOpenRmEnableUnsupportedGpus: 0\n",
+            spec.dev_group, spec.dev_mode
+        ),
     )?;
     write(&nv.join("registry"), "Binary: \"\"\n")?;
     for gpu in gpus {
@@ -238,9 +242,11 @@ pub fn write_dev(spec: &Spec, gpus: &[MockGpu], notes: &mut Vec<String>) -> Resu
             makedev(u64::from(*major), u64::from(*minor)),
         ) {
             Ok(()) => {
-                // mknod's mode is cut by the umask; the driver makes its nodes 0666.
+                // mknod's mode is cut by the umask; the driver sets mode and group itself.
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+                std::os::unix::fs::chown(&path, None, Some(spec.dev_group))
+                    .with_context(|| format!("chown {}", path.display()))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(spec.dev_mode))?;
             }
             Err(Errno::EPERM | Errno::EACCES) => denied += 1,
             Err(e) => return Err(e).with_context(|| format!("mknod {}", path.display())),

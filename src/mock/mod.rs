@@ -108,6 +108,13 @@ pub struct Spec {
     pub mig: u32,
     /// Skip libraries/binaries/firmware/ld.so.cache (for hosts built from real driver packages).
     pub driver_files: bool,
+    /// Mode and group of the device nodes: the driver's 0666 root, or e.g. 0660 video (44)
+    /// as `NVreg_DeviceFileMode`/`NVreg_DeviceFileGID` make them on hardened hosts.
+    pub dev_mode: u32,
+    pub dev_group: u32,
+    /// `/var/run` as a link to `/run` (every modern distribution); without it the IPC
+    /// sockets are only under `/run`.
+    pub var_run_link: bool,
     /// A graphics host: DRM nodes, loader config files, X.Org modules, EGL platform libraries.
     pub graphics: bool,
     /// The GPUDirect Storage, GDRCopy, MOFED and NVSwitch nodes of an HPC node.
@@ -157,6 +164,9 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let mut platform = Platform::Dgpu;
     let mut mig = 0u32;
     let mut driver_files = true;
+    let mut dev_mode = 0o666;
+    let mut dev_group = 0;
+    let mut var_run_link = true;
     let mut graphics = false;
     let mut gated = false;
     while let Some(arg) = parser.next().map_err(flat)? {
@@ -169,6 +179,17 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
             Long("thor") => platform = Platform::Thor,
             Long("mig") => mig = parser.value()?.parse().map_err(flat)?,
             Long("no-driver-files") => driver_files = false,
+            Long("dev-mode") => {
+                let v = parser.value()?.string()?;
+                dev_mode = u32::from_str_radix(&v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| {
+                        anyhow!("--dev-mode {v:?}: expected octal permissions like 0660")
+                    })?;
+            }
+            Long("dev-group") => dev_group = parser.value()?.parse().map_err(flat)?,
+            Long("no-var-run-link") => var_run_link = false,
             Long("graphics") => graphics = true,
             Long("gated") => gated = true,
             Short('h') | Long("help") => {
@@ -213,6 +234,9 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         driver_version: version,
         mig,
         driver_files,
+        dev_mode,
+        dev_group,
+        var_run_link,
         graphics,
         platform,
         gated,
@@ -326,6 +350,9 @@ nvbox at it.
                            (0000:01:00.0) and a discrete GPU, /dev/nvidia0-2, the CSV files
   --no-driver-files        only the kernel side (procfs, sysfs, /dev): for a driver root
                            made from real driver packages
+  --dev-mode MODE          octal mode of the device nodes (default 0666, the driver's)
+  --dev-group GID          group of the device nodes (default 0; 44 is video on Debian)
+  --no-var-run-link        no /var/run -> /run link: IPC sockets only under /run
   --graphics               a graphics host: nvidia-drm's card and render nodes per GPU
                            (sysfs, /dev/dri, by-path links; a BMC holds card0), the Vulkan,
                            EGL, GLVND and OpenCL loader files, nvoptix.bin, xorg.conf.d, the

@@ -382,10 +382,13 @@ fn imex_request(
     Ok(channels)
 }
 
+/// `5` or, as upstream also takes it, `channel5`.
 fn parse_imex_channel(id: &str) -> Result<u32> {
-    id.bytes()
+    let digits = id.strip_prefix("channel").unwrap_or(id);
+    digits
+        .bytes()
         .all(|b| b.is_ascii_digit())
-        .then(|| id.parse::<u32>().ok())
+        .then(|| digits.parse::<u32>().ok())
         .flatten()
         .filter(|&n| n < IMEX_CHANNEL_LIMIT)
         .ok_or_else(|| {

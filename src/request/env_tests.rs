@@ -413,7 +413,28 @@ fn imex_channels() {
         )
         .is_empty()
     );
-    for bad in ["1048576", "x", "-1", "+1", "1.0"] {
+    // Upstream also takes the node's name.
+    assert_eq!(
+        r(
+            &[
+                "NVIDIA_VISIBLE_DEVICES=0",
+                "NVIDIA_IMEX_CHANNELS=channel0,channel7,0"
+            ],
+            false,
+            &cfg
+        ),
+        [0, 7]
+    );
+    for bad in [
+        "1048576",
+        "x",
+        "-1",
+        "+1",
+        "1.0",
+        "channel",
+        "channel-1",
+        "chan0",
+    ] {
         let var = format!("NVIDIA_IMEX_CHANNELS={bad}");
         let e = err(&["NVIDIA_VISIBLE_DEVICES=0", &var], false, &cfg);
         assert!(e.starts_with("invalid IMEX channel"), "{bad}: {e}");

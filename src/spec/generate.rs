@@ -15,6 +15,7 @@ use crate::plan::{self, Bind, CompatMode, Kind, Layout, Options, Plan, Root};
 use crate::request::Caps;
 use crate::select::Selection;
 use crate::spec::cdi::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec, minimum_version};
+use crate::spec::features::Features;
 
 pub mod csv;
 mod devices;
@@ -195,6 +196,7 @@ pub struct GenerateOptions {
     pub enabled_hooks: Vec<String>,
     pub hook: HookCommand,
     pub ldconfig_path: Option<String>,
+    pub features: Features,
 }
 
 impl GenerateOptions {
@@ -242,6 +244,16 @@ pub fn generate_spec(host: &Host, o: &GenerateOptions) -> Result<Spec> {
             ..Device::default()
         });
         common.device_nodes.clear();
+    } else if o.device_ids.iter().any(|d| d == "none") {
+        // Upstream's driver-only device. A CDI device needs an edit, so it carries a marker.
+        devices.push(Device {
+            name: "none".to_owned(),
+            container_edits: ContainerEdits {
+                env: vec!["NVCT_EMPTY_DEVICE=".to_owned()],
+                ..ContainerEdits::default()
+            },
+            ..Device::default()
+        });
     } else {
         devices = gpu_devices(host, o)?;
         if !o.no_all_device && !devices.is_empty() && !devices.iter().any(|d| d.name == "all") {
@@ -262,7 +274,7 @@ pub fn generate_spec(host: &Host, o: &GenerateOptions) -> Result<Spec> {
         for m in &mut e.mounts {
             m.r#type = None;
         }
-        finish_nodes(e);
+        finish_nodes(e, o.features.no_additional_gids);
     }
     tidy(&mut common, &mut devices);
     let mut spec = Spec {
@@ -338,16 +350,16 @@ fn parent(path: &str) -> &str {
     }
 }
 
-/// Hooks 1–6 of the spec-level edits, in upstream's order.
-fn add_driver_hooks(e: &mut ContainerEdits, host: &Host, o: &GenerateOptions, dirs: &[String]) {
+/// Upstream's links for the driver libraries at their host paths, as `(target, link)`: the
+/// graphics ones (GBM, X.Org) and the others (development links, and the soname and `.so`
+/// links the host itself has), each list without duplicates, in library order.
+pub fn driver_links(host: &Host) -> [Vec<(String, String)>; 2] {
     let version = &host.driver.version;
-    let mut graphics: Vec<String> = Vec::new();
-    let mut links: Vec<String> = Vec::new();
-    let push = |list: &mut Vec<String>, target: &str, link: String| {
-        let spec = format!("{target}::{link}");
-        if !list.contains(&spec) {
-            list.push("--link".to_owned());
-            list.push(spec);
+    let mut graphics: Vec<(String, String)> = Vec::new();
+    let mut links: Vec<(String, String)> = Vec::new();
+    let push = |list: &mut Vec<(String, String)>, target: &str, link: String| {
+        if !list.iter().any(|(t, l)| t == target && *l == link) {
+            list.push((target.to_owned(), link));
         }
     };
     for lib in &host.libs {
@@ -404,10 +416,19 @@ fn add_driver_hooks(e: &mut ContainerEdits, host: &Host, o: &GenerateOptions, di
             }
         }
     }
-    // Exact duplicates of a spec were skipped; the pairs keep their order.
-    for list in [graphics, links] {
+    [graphics, links]
+}
+
+/// Hooks 1–6 of the spec-level edits, in upstream's order.
+fn add_driver_hooks(e: &mut ContainerEdits, host: &Host, o: &GenerateOptions, dirs: &[String]) {
+    let version = &host.driver.version;
+    for list in driver_links(host) {
         if !list.is_empty() {
-            o.push_hook(e, "create-symlinks", &list);
+            let args: Vec<String> = list
+                .iter()
+                .flat_map(|(t, l)| ["--link".to_owned(), format!("{t}::{l}")])
+                .collect();
+            o.push_hook(e, "create-symlinks", &args);
         }
     }
     if !version.contains('*') {
@@ -444,8 +465,9 @@ fn chmod_args(path: &str) -> Vec<String> {
 
 /// Upstream's node fields: the type is left to the engine, mode and a non-root group come from
 /// the host node, nodes that do not exist are dropped; a group that the node's mode does not
-/// already open to everyone becomes an additional GID.
-fn finish_nodes(e: &mut ContainerEdits) {
+/// already open to everyone becomes an additional GID, unless `no_gids`
+/// (`no-additional-gids-for-device-nodes`).
+pub fn finish_nodes(e: &mut ContainerEdits, no_gids: bool) {
     let mut gids = Vec::new();
     e.device_nodes.retain_mut(|n| {
         let host = n.host_path.clone().unwrap_or_else(|| n.path.clone());
@@ -456,7 +478,7 @@ fn finish_nodes(e: &mut ContainerEdits) {
         n.file_mode = Some(m.mode() & 0o777);
         n.permissions = Some("rwm".to_owned());
         n.gid = (m.gid() != 0).then_some(m.gid());
-        if m.gid() != 0 && m.mode() & 0o006 != 0o006 {
+        if !no_gids && m.gid() != 0 && m.mode() & 0o006 != 0o006 {
             gids.push(m.gid());
         }
         true

@@ -27,6 +27,9 @@ fn mock_host_with(tag: &str, gpus: usize, mig: u32, graphics: bool) -> (MockHost
         driver_version: mock::DEFAULT_DRIVER_VERSION.to_owned(),
         mig,
         driver_files: true,
+        dev_mode: 0o666,
+        dev_group: 0,
+        var_run_link: true,
         graphics,
         platform: mock::Platform::Dgpu,
         gated: false,
@@ -55,6 +58,7 @@ fn options() -> GenerateOptions {
         enabled_hooks: Vec::new(),
         hook: HookCommand::new("/usr/bin/nvidia-cdi-hook".to_owned(), Vec::new()),
         ldconfig_path: None,
+        features: Features::default(),
     }
 }
 

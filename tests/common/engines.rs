@@ -178,13 +178,7 @@ pub fn run_shim(bundle: &mut Bundle, config: &Path, update: &[&str]) -> ShimRun 
 /// [`run_shim`] with the shim started as the last argument of `wrap` (a program that sets up
 /// its environment, then execs the rest of its arguments).
 pub fn run_shim_via(wrap: &[&str], bundle: &mut Bundle, config: &Path, update: &[&str]) -> ShimRun {
-    let id = unique_id("c");
-    bundle.spec["linux"]["cgroupsPath"] = json!(format!("/{id}"));
-    let config_before = serde_json::to_vec_pretty(&bundle.spec).unwrap();
-    let config_json = bundle.path().join("config.json");
-    std::fs::write(&config_json, &config_before).unwrap();
-    let state = shim_state();
-    let mut cmd = match wrap {
+    let cmd = match wrap {
         [] => shim_command(config),
         [program, rest @ ..] => {
             let mut c = Command::new(program);
@@ -196,7 +190,19 @@ pub fn run_shim_via(wrap: &[&str], bundle: &mut Bundle, config: &Path, update: &
             c
         }
     };
-    let mut create = cmd
+    run_shim_with(cmd, bundle, update)
+}
+
+/// [`run_shim`] with another runtime command (an installed toolkit's, say).
+pub fn run_shim_with(shim: Command, bundle: &mut Bundle, update: &[&str]) -> ShimRun {
+    let id = unique_id("c");
+    bundle.spec["linux"]["cgroupsPath"] = json!(format!("/{id}"));
+    let config_before = serde_json::to_vec_pretty(&bundle.spec).unwrap();
+    let config_json = bundle.path().join("config.json");
+    std::fs::write(&config_json, &config_before).unwrap();
+    let state = shim_state();
+    let mut shim = shim;
+    let mut create = shim
         .arg("--root")
         .arg(&state)
         .args(["create", "--bundle"])
@@ -269,10 +275,87 @@ pub fn run_shim_via(wrap: &[&str], bundle: &mut Bundle, config: &Path, update: &
 /// What a jit-cdi container must hold: the legacy hook's files for [`JIT_CAPS`] at the same
 /// container paths, but nothing under /proc/driver/nvidia (runc mounts nothing into /proc), so
 /// the machine's own GPU directories are all that shows there.
+///
+/// The files are upstream's CDI set, not libnvidia-container's: its binaries (the IMEX pair, no
+/// fabric manager) and every `*.so.<driver version>` beside libcuda plus `libnvidia-nvvm70`.
 pub fn expected_jit(host: &Host, devices: &str, rootfs: &Path) -> Expected {
     let mut want = expected(host, devices, JIT_CAPS, rootfs);
     want.entries.retain(|path, _| !path.starts_with("/proc/"));
+    // Libraries keep their host directory, whatever the image's is.
+    let listed: Vec<String> = host.list(&["--libraries"]);
+    let lib_dir = listed[0].rsplit_once('/').unwrap().0.to_string();
+    let image_dir = format!("{}/", want.lib_dirs.0);
+    if want.lib_dirs.0 != lib_dir {
+        let moved: Vec<(String, String)> = want
+            .entries
+            .iter()
+            .filter(|(k, _)| k.starts_with(&image_dir))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in moved {
+            want.entries.remove(&k);
+            want.entries
+                .insert(format!("{lib_dir}/{}", &k[image_dir.len()..]), v);
+        }
+        want.ldcache = want
+            .ldcache
+            .iter()
+            .map(|(so, arch, path)| {
+                let path = match path.strip_prefix(&image_dir) {
+                    Some(rest) => format!("{lib_dir}/{rest}"),
+                    None => path.clone(),
+                };
+                (so.clone(), arch.clone(), path)
+            })
+            .collect();
+        want.lib_dirs.0 = Box::leak(lib_dir.clone().into_boxed_str());
+    }
     want.entries.extend(own_gpu_dirs());
+    want.entries.remove("/usr/bin/nv-fabricmanager");
+    for bin in ["/usr/bin/nvidia-imex", "/usr/bin/nvidia-imex-ctl"] {
+        if host.file(bin).is_file() {
+            want.entries
+                .insert(bin.to_string(), "regular file".to_string());
+        }
+    }
+    let (libcuda, name) = mock_libcuda(host);
+    let version = name.strip_prefix("libcuda.so.").unwrap().to_string();
+    let host_dir = libcuda.parent().unwrap();
+    let mut extra: Vec<String> = std::fs::read_dir(host_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(&format!(".so.{version}")) || n.starts_with("libnvidia-nvvm70.so."))
+        .filter(|n| !listed.iter().any(|l| l.ends_with(&format!("/{n}"))))
+        .collect();
+    extra.sort();
+    let dir = lib_dir.as_str();
+    // The `.so` development links the host has (upstream's rule), beyond libcuda's.
+    for lib in &listed {
+        let base = lib.rsplit('/').next().unwrap();
+        let dev = format!("{}.so", base.split(".so").next().unwrap());
+        let soname = host.soname(lib);
+        let on_host = host_dir.join(&dev);
+        if dev != soname && on_host.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
+            want.entries
+                .insert(format!("{dir}/{dev}"), format!("-> {soname}"));
+        }
+    }
+    for base in extra {
+        let soname = host.soname(&format!("{lib_dir}/{base}"));
+        want.entries
+            .insert(format!("{dir}/{base}"), "regular file".to_string());
+        if soname != base {
+            want.entries
+                .insert(format!("{dir}/{soname}"), format!("-> {base}"));
+        }
+        want.ldcache.insert((
+            soname.clone(),
+            "libc6,x86-64".to_string(),
+            format!("{dir}/{soname}"),
+        ));
+    }
     want
 }
 
@@ -408,4 +491,52 @@ pub fn ok_stdout(what: &str, out: &Output) -> String {
         text(&out.stdout)
     );
     text(&out.stdout)
+}
+
+/// The create through the shim succeeded.
+pub fn assert_created(run: &ShimRun) {
+    assert!(
+        run.created,
+        "create through the shim failed:\n{}",
+        run.create_stderr
+    );
+}
+
+/// A create that must fail with one line from the shim naming `words`, before runc runs.
+pub fn assert_refused(run: &ShimRun, words: &str) {
+    assert!(!run.created, "create must fail");
+    let err = run.create_stderr.trim_end();
+    assert_eq!(err.lines().count(), 1, "one line:\n{err}");
+    assert!(err.starts_with("nvidia-container-runtime: "), "{err}");
+    assert!(err.contains(words), "{err}");
+    assert!(!run.state_dir_left, "runc ran");
+}
+
+/// `nvidia-ctk ARGS` with `config` as its config.toml.
+pub fn ctk(config: &Path, args: &[&str]) -> Output {
+    super::command(super::nvbox())
+        .env("NVIDIA_CTK_CONFIG_FILE_PATH", config)
+        .arg("nvidia-ctk")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `cdi generate ARGS` for `host` into `dir/nvidia.json`, hooks calling the applet directory's
+/// nvidia-cdi-hook; the spec.
+pub fn generate_into(host: &Host, dir: &Path, args: &[&str]) -> Value {
+    let hook = applet_dir().join("nvidia-cdi-hook");
+    let out_file = dir.join("nvidia.json");
+    let mut all = vec![
+        "cdi",
+        "generate",
+        "--nvidia-cdi-hook-path",
+        hook.to_str().unwrap(),
+        "--output",
+        out_file.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let out = ctk(&host.config, &all);
+    assert!(out.status.success(), "generate: {}", text(&out.stderr));
+    serde_json::from_slice(&std::fs::read(out_file).unwrap()).unwrap()
 }

@@ -43,6 +43,14 @@ impl CdiPodman {
 
     /// `podman run --device DEVICE IMAGE sh -c SCRIPT` in the private namespace.
     pub fn run(&self, spec_dir: &Path, device: &str, image: &str, script: &str) -> Output {
+        self.run_with(spec_dir, &["--device", device], image, script)
+    }
+
+    /// `podman run ARGS… IMAGE sh -c SCRIPT` in the private namespace (ARGS are plain words).
+    pub fn run_with(&self, spec_dir: &Path, args: &[&str], image: &str, script: &str) -> Output {
+        // One at a time: removing the host's empty /run/cdi detaches another run's bind mount.
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
         let mut hide_etc = String::new();
         if Path::new("/etc/cdi").is_dir() {
             hide_etc = "mount -t tmpfs none /etc/cdi && ".to_owned();
@@ -50,9 +58,10 @@ impl CdiPodman {
         let inner = format!(
             "mkdir -p /run/cdi && mount --bind {} /run/cdi && {hide_etc}{} run --rm \
              --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network none \
-             --device {device} {image} sh -c \"$0\"",
+             {} {image} sh -c \"$0\"",
             spec_dir.display(),
-            self.base()
+            self.base(),
+            args.join(" ")
         );
         let out = Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c", &inner, script])

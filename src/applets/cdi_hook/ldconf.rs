@@ -52,9 +52,41 @@ pub fn run_update_ldcache(args: &Args) -> Result<()> {
             // The image's cache is parsed with no capability at all; the container's root owns
             // its /etc (files are created as that user, see `Args::open_root`).
             crate::privilege::enter(crate::privilege::Phase::Ldcache);
-            write_cache(&root, &folders)
+            // ldconfig would read the directories enable-cuda-compat listed; our writer scans
+            // them first, so the image's compat libcuda wins over the driver's.
+            let mut scan = compat_dirs(&root);
+            for f in &folders {
+                if !scan.contains(f) {
+                    scan.push(f.clone());
+                }
+            }
+            write_cache(&root, &scan)
         }
     }
+}
+
+/// The directories in the container's `/etc/ld.so.conf.d/00-compat-*.conf` (enable-cuda-compat's
+/// files), in name order.
+fn compat_dirs(root: &Rootfs) -> Vec<String> {
+    let Ok(fd) = root.resolve(CONF_DIR, OFlag::O_RDONLY | OFlag::O_DIRECTORY) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = list_dir(fd)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.starts_with("00-compat-") && n.ends_with(".conf"))
+        .collect();
+    names.sort();
+    let mut dirs: Vec<String> = Vec::new();
+    for name in names {
+        let text = read_small(root, &format!("{CONF_DIR}/{name}")).unwrap_or_default();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('/') && !dirs.iter().any(|d| d == line) {
+                dirs.push(normalize(line));
+            }
+        }
+    }
+    dirs
 }
 
 /// Distributions that wrap ldconfig in a script ship the binary as `ldconfig.real`.

@@ -129,7 +129,7 @@ const HOOKS: &[Hook] = &[
     },
     Hook {
         name: JIT_HOOK,
-        usage: "nvbox's runtime shim (jit-cdi): create-symlinks, enable-cuda-compat, disable-device-node-modification and update-ldcache in one process.",
+        usage: "nvbox's runtime shim (jit-cdi): create-symlinks, enable-cuda-compat, disable-device-node-modification, update-ldcache and update-application-profile in one process.",
         flags: &[
             flag("link", true, ""),
             flag("host-driver-version", true, ""),
@@ -137,6 +137,7 @@ const HOOKS: &[Hook] = &[
             flag("cuda-compat-container-root", true, ""),
             flag("disable-device-node-modification", false, ""),
             flag("folder", true, ""),
+            flag("update-application-profile", false, ""),
         ],
         run: run_jit,
         hidden: true,
@@ -152,10 +153,10 @@ const HOOKS: &[Hook] = &[
 
 const HIDDEN_SPEC: Flag = flag("container-spec", true, "");
 
-/// The hook the runtime shim's jit-cdi specs use: one process instead of four per container.
+/// The hook the runtime shim's jit-cdi specs use: one process instead of five per container.
 pub const JIT_HOOK: &str = "nvbox-jit";
 
-/// The four jit-cdi steps, in the order upstream's separate hooks run.
+/// The jit-cdi steps, in the order upstream's separate hooks run.
 fn run_jit(a: &Args) -> Result<()> {
     links::run_create_symlinks(a).context("create-symlinks")?;
     compat::run_enable_cuda_compat(a).context("enable-cuda-compat")?;
@@ -165,6 +166,9 @@ fn run_jit(a: &Args) -> Result<()> {
     }
     if !a.all("folder").is_empty() {
         ldconf::run_update_ldcache(a).context("update-ldcache")?;
+    }
+    if a.last("update-application-profile").is_some() {
+        devices::run_update_application_profile(a).context("update-application-profile")?;
     }
     Ok(())
 }

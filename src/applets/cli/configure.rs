@@ -179,6 +179,8 @@ pub fn configure(g: &Global, a: &ConfigureArgs) -> Result<()> {
         path_env: std::env::var("PATH").ok(),
         mps_dir: std::env::var("CUDA_MPS_PIPE_DIRECTORY").ok(),
         imex_channels: imex,
+        cdi_files: false,
+        cdi_explicit_libraries: false,
         gated: a.gated.clone(),
         known_gpus,
         // libnvidia-container mounts no graphics config files or DRM nodes; in legacy mode the

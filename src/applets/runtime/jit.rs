@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
 use crate::applets::cli::{self, Global};
@@ -22,11 +22,12 @@ use crate::plan::{self, CompatMode, Options, Plan};
 use crate::request::{Caps, Devices, Request};
 use crate::select::select_devices;
 use crate::spec::cdi::{self, ContainerEdits};
+use crate::spec::features::Features;
 use crate::spec::generate::csv::{CsvOptions, generate_csv_spec};
 use crate::spec::generate::wsl::wsl_edits;
 use crate::spec::generate::{
-    GenerateOptions, HookCommand, NameStrategy, edits_from_binds, edits_from_plan,
-    graphics_edits_from_plan,
+    GenerateOptions, HookCommand, NameStrategy, driver_links, edits_from_binds, edits_from_plan,
+    finish_nodes, graphics_edits_from_plan,
 };
 use crate::spec::oci;
 
@@ -47,6 +48,8 @@ pub fn inject_jit(
         return inject_wsl(spec, &wsl, &roots, cfg_path);
     }
     let needs_gpus = !matches!(req.devices, Devices::DriverOnly);
+    let jit = &cfg.runtime.modes.jit_cdi;
+    let features = jit_features(cfg)?;
     let query = HostQuery {
         ldcache: Some(cfg.cli.ldcache.clone()).filter(|l| !l.is_empty()),
         gpus: needs_gpus,
@@ -55,10 +58,17 @@ pub fn inject_jit(
         imex_channels: req.imex_channels.clone(),
         gated: req.gated.clone(),
         ipc: IpcOptions::default(),
+        cdi_files: true,
+        cdi_explicit_libraries: features.explicit_libraries,
         graphics: true,
         ..HostQuery::default()
     };
-    let host = read_host(&roots, &query)?;
+    let disabled = jit.nvcdi_disable_hooks.clone().unwrap_or_default();
+    check_hook_names(&disabled)?;
+    let mut host = read_host(&roots, &query)?;
+    if features.no_ipc {
+        host.ipcs.clear();
+    }
     let spec_ids = req.device_spec().unwrap_or_default();
     let sel = select_devices(&host.gpus, &spec_ids).context("device error")?;
     let layout = crate::live::probe_layout(rootfs, false)?;
@@ -75,13 +85,47 @@ pub fn inject_jit(
         graphics: true,
         ..Options::default()
     };
-    let plan = plan::build_plan(&host, &sel, &opts, &layout)?;
+    let mut plan = plan::build_plan(&host, &sel, &opts, &layout)?;
+    // As upstream's jit-cdi: driver files at their host paths, with the links a generated spec
+    // makes (GBM, the `.so` links the host has); soname links come with the loader cache.
+    plan.keep_host_paths(&layout);
+    for (target, link) in driver_links(&host).into_iter().flatten() {
+        let made = plan.symlinks.iter().any(|(l, _)| *l == link)
+            || plan
+                .cache
+                .iter()
+                .any(|c| format!("{}/{}", c.dir, c.soname) == link);
+        if !made {
+            plan.symlinks.push((link, target));
+        }
+    }
     let hook = hook_command(cfg_path)?;
     let compute = req.caps.contains(Caps::COMPUTE) || req.caps.contains(Caps::VIDEO);
     let compat = (compute && compat_mode(cfg) != CompatMode::Disabled)
         .then_some(host.driver.version.as_str());
     let mut edits = edits_from_plan(&plan, &host.roots, &hook, compat);
+    // Upstream's jit specs keep each host node's mode and group (internal/edits/device.go).
+    finish_nodes(&mut edits, features.no_additional_gids);
+    edits
+        .hooks
+        .push(hook.make("update-application-profile", &[]));
+    edits.hooks.retain(|h| {
+        let name = h.args.get(1).map(String::as_str).unwrap_or("");
+        !disabled.iter().any(|d| d == "all" || d == name)
+    });
     combine_hooks(&mut edits, &hook);
+    // Where the libraries are in this container.
+    let mut lib_dirs: Vec<&str> = Vec::new();
+    for c in &plan.cache {
+        if !lib_dirs.contains(&c.dir.as_str()) {
+            lib_dirs.push(&c.dir);
+        }
+    }
+    if !lib_dirs.is_empty() {
+        edits
+            .env
+            .push(format!("NVIDIA_CTK_LIBCUDA_DIR={}", lib_dirs.join(":")));
+    }
     edits.env.push("NVIDIA_VISIBLE_DEVICES=void".to_owned());
     cdi::apply_edits(spec, &edits)?;
     allow_extra_rules(spec, &plan, &edits)
@@ -160,6 +204,7 @@ fn combine_hooks(edits: &mut ContainerEdits, hook: &HookCommand) {
         "enable-cuda-compat",
         "disable-device-node-modification",
         "update-ldcache",
+        "update-application-profile",
     ];
     let mut args: Vec<String> = Vec::new();
     edits.hooks.retain(|h| {
@@ -172,8 +217,11 @@ fn combine_hooks(edits: &mut ContainerEdits, hook: &HookCommand) {
         let name = h.args.get(at).map(String::as_str).unwrap_or("");
         let ours = h.path == hook.path && OURS.contains(&name);
         if ours {
-            if name == "disable-device-node-modification" {
-                args.push("--disable-device-node-modification".to_owned());
+            if matches!(
+                name,
+                "disable-device-node-modification" | "update-application-profile"
+            ) {
+                args.push(format!("--{name}"));
             }
             args.extend(h.args.iter().skip(at + 1).cloned());
         }
@@ -311,6 +359,7 @@ pub fn inject_csv(
         enabled_hooks: Vec::new(),
         hook: hook.clone(),
         ldconfig_path: None,
+        features: jit_features(cfg)?,
     };
     let (csv_spec, warnings) =
         generate_csv_spec(&roots, &tegra, &csv_opts, &opts).context("csv mode")?;
@@ -328,6 +377,100 @@ pub fn inject_csv(
     }
     combine_hooks(&mut edits, &hook);
     cdi::apply_edits(spec, &edits)
+}
+
+/// The nvcdi feature flags of the spec-making modes; `features.no-additional-gids-for-device-nodes`
+/// is the same switch as its flag.
+fn jit_features(cfg: &Config) -> Result<Features> {
+    let flags = cfg.runtime.modes.jit_cdi.nvcdi_feature_flags.as_deref();
+    let mut f = Features::parse(flags.unwrap_or_default())
+        .context("[nvidia-container-runtime.modes.jit-cdi] nvcdi-feature-flags")?;
+    if cfg.features.no_additional_gids_for_device_nodes == Some(true) {
+        f.no_additional_gids = true;
+    }
+    Ok(f)
+}
+
+/// Legacy mode with `cuda-compat-mode = "hook"`: the prestart hook leaves the image's compat
+/// libraries alone and these createContainer hooks enable them, then rebuild the loader cache
+/// (upstream's gated modifier). `features.disable-cuda-compat-lib-hook` turns them off.
+pub fn add_legacy_compat_hooks(
+    spec: &mut Value,
+    cfg: &Config,
+    cfg_path: Option<&Path>,
+) -> Result<bool> {
+    if cfg.runtime.mode != "legacy"
+        || cfg.runtime.modes.legacy.cuda_compat_mode != "hook"
+        || cfg.features.disable_cuda_compat_lib_hook == Some(true)
+    {
+        return Ok(false);
+    }
+    let g = Global {
+        config: Some(cfg.clone()),
+        ..Global::default()
+    };
+    let driver = crate::discover::driver::read_driver(&cli::roots(&g)?)?;
+    let hook = hook_command(cfg_path)?;
+    let edits = ContainerEdits {
+        hooks: vec![
+            hook.make(
+                "enable-cuda-compat",
+                &[format!("--host-driver-version={}", driver.version)],
+            ),
+            hook.make("update-ldcache", &[]),
+        ],
+        ..ContainerEdits::default()
+    };
+    cdi::apply_edits(spec, &edits)?;
+    Ok(true)
+}
+
+/// Legacy mode: the hook bind-mounts the host's nodes, which keep their mode and group, so a
+/// non-root user of a host with 0660 `root:video` nodes would get EACCES (upstream's legacy mode
+/// does). The group of the driver's nodes (`NVreg_DeviceFileGID` sets it for all of them, as
+/// `/dev/nvidiactl` shows) becomes an additional GID when the mode does not open them to all,
+/// as jit-cdi does; `no-additional-gids-for-device-nodes` turns it off.
+pub fn add_legacy_node_gids(spec: &mut Value, cfg: &Config) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    if cfg.features.no_additional_gids_for_device_nodes == Some(true) {
+        return Ok(false);
+    }
+    let g = Global {
+        config: Some(cfg.clone()),
+        ..Global::default()
+    };
+    let Ok(m) = std::fs::metadata(cli::roots(&g)?.dev_path("/dev/nvidiactl")) else {
+        return Ok(false);
+    };
+    if m.gid() == 0 || m.mode() & 0o006 == 0o006 {
+        return Ok(false);
+    }
+    let edits = ContainerEdits {
+        additional_gids: vec![m.gid()],
+        ..ContainerEdits::default()
+    };
+    cdi::apply_edits(spec, &edits)?;
+    Ok(true)
+}
+
+/// `nvcdi-disable-hooks` names upstream's hooks (or `all`); a name no hook has is a typo that
+/// would otherwise disable nothing.
+fn check_hook_names(names: &[String]) -> Result<()> {
+    const HOOKS: &[&str] = &[
+        "all",
+        "chmod",
+        "create-symlinks",
+        "disable-device-node-modification",
+        "enable-cuda-compat",
+        "update-application-profile",
+        "update-ldcache",
+    ];
+    match names.iter().find(|n| !HOOKS.contains(&n.as_str())) {
+        Some(n) => bail!(
+            "[nvidia-container-runtime.modes.jit-cdi] nvcdi-disable-hooks: unknown hook {n:?}"
+        ),
+        None => Ok(()),
+    }
 }
 
 fn compat_mode(cfg: &Config) -> CompatMode {

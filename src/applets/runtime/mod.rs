@@ -18,7 +18,7 @@ use anyhow::{Result, anyhow, bail};
 
 use crate::config::Config;
 use crate::discover::tegra;
-use crate::request::{Devices, read_container, request_for_runtime};
+use crate::request::{Devices, Request, read_container, request_for_runtime};
 use crate::spec::oci::{self, SpecFile};
 use crate::version;
 
@@ -34,7 +34,7 @@ const DEFAULT_DIRS: &[&str] = &[
     "/bin",
 ];
 
-pub fn main(_name: &str, args: Vec<OsString>) -> ExitCode {
+pub fn main(name: &str, args: Vec<OsString>) -> ExitCode {
     let args: Vec<String> = args
         .into_iter()
         .map(|a| a.to_string_lossy().into_owned())
@@ -49,7 +49,7 @@ pub fn main(_name: &str, args: Vec<OsString>) -> ExitCode {
         println!("spec: {}", OCI_VERSION);
         println!();
     }
-    match run(&scan, &args) {
+    match run(&scan, &args, forced_mode(name)) {
         // run only returns on failure: success is an exec.
         Ok(never) => match never {},
         Err(e) => fail(&scan, e),
@@ -66,7 +66,22 @@ fn fail(scan: &args::Scan, e: anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn run(scan: &args::Scan, args: &[String]) -> Result<std::convert::Infallible> {
+/// `nvidia-container-runtime.cdi` and `.legacy` (upstream's packaged binaries, which the
+/// installer registers as the `nvidia-cdi` and `nvidia-legacy` runtimes) run in that mode
+/// whatever config.toml says.
+fn forced_mode(name: &str) -> Option<&'static str> {
+    match name.rsplit_once('.') {
+        Some((_, "cdi")) => Some("cdi"),
+        Some((_, "legacy")) => Some("legacy"),
+        _ => None,
+    }
+}
+
+fn run(
+    scan: &args::Scan,
+    args: &[String],
+    forced: Option<&'static str>,
+) -> Result<std::convert::Infallible> {
     // A broken config.toml fails `create` (we cannot know what the container should get), but
     // never `delete`, `kill` or `state`: upstream fails every command, which wedges teardown.
     let (cfg, cfg_path) = match Config::load() {
@@ -80,6 +95,10 @@ fn run(scan: &args::Scan, args: &[String]) -> Result<std::convert::Infallible> {
         }
         Err(e) => return Err(e),
     };
+    let mut cfg = cfg;
+    if let Some(mode) = forced {
+        cfg.runtime.mode = mode.to_owned();
+    }
     let runtime = find_runtime(&cfg.runtime.runtimes)?;
     if scan.create {
         modify_bundle(scan, &cfg, cfg_path.as_deref())?;
@@ -170,6 +189,43 @@ fn cdi_annotation_devices(
         .collect()
 }
 
+/// The kind of upstream's just-in-time CDI names: a spec for them is made at `create`.
+const AUTOMATIC_PREFIX: &str = "runtime.nvidia.com/gpu=";
+
+/// `runtime.nvidia.com/gpu=<index|uuid|all|none>` names become the plain ids jit-cdi selects.
+/// As upstream, they cannot be mixed with names resolved from spec files (in cdi mode every
+/// plain id is such a name, `nvidia.com/gpu=<id>`). True when the request had such names.
+fn take_automatic_names(req: &mut Request, mode: &str) -> Result<bool> {
+    let Devices::Ids(ids) = &req.devices else {
+        return Ok(false);
+    };
+    if !ids.iter().any(|i| i.starts_with(AUTOMATIC_PREFIX)) {
+        return Ok(false);
+    }
+    let from_specs = |i: &String| mode == "cdi" || is_cdi_name(i);
+    if ids
+        .iter()
+        .any(|i| !i.starts_with(AUTOMATIC_PREFIX) && from_specs(i))
+    {
+        bail!(
+            "requesting a CDI device with vendor 'runtime.nvidia.com' is not supported when \
+             requesting other CDI devices"
+        );
+    }
+    let plain: Vec<String> = ids
+        .iter()
+        .map(|i| i.strip_prefix(AUTOMATIC_PREFIX).unwrap_or(i).to_owned())
+        .collect();
+    req.devices = if plain.iter().any(|i| i == "all") {
+        Devices::All
+    } else if plain.iter().all(|i| i == "none") {
+        Devices::DriverOnly
+    } else {
+        Devices::Ids(plain.into_iter().filter(|i| i != "none").collect())
+    };
+    Ok(true)
+}
+
 pub fn is_cdi_name(s: &str) -> bool {
     matches!(s.split_once('='), Some((kind, name)) if kind.contains('/') && !name.is_empty())
 }
@@ -207,7 +263,10 @@ fn modify_bundle(scan: &args::Scan, cfg: &Config, cfg_path: Option<&Path>) -> Re
             req.devices = Devices::Ids(names);
         }
     }
-    let mode = resolve_mode(cfg, &req.devices)?;
+    let mut mode = resolve_mode(cfg, &req.devices)?;
+    if matches!(mode, "cdi" | "jit-cdi") && take_automatic_names(&mut req, mode)? {
+        mode = "jit-cdi";
+    }
     crate::info!("Using mode '{mode}' for {}", bundle.display());
     let changed = match mode {
         "legacy" => {
@@ -220,7 +279,12 @@ fn modify_bundle(scan: &args::Scan, cfg: &Config, cfg_path: Option<&Path>) -> Re
             let graphics =
                 jit::inject_legacy_graphics(&mut file.value, cfg, cfg_path, &req, &rootfs)?;
             let hook = hook_path(cfg);
-            oci::add_prestart_hook(&mut file.value, &hook, cfg_path)? || graphics
+            let added = oci::add_prestart_hook(&mut file.value, &hook, cfg_path)?;
+            let gids = jit::add_legacy_node_gids(&mut file.value, cfg)?;
+            jit::add_legacy_compat_hooks(&mut file.value, cfg, cfg_path)?
+                || gids
+                || added
+                || graphics
         }
         _ => {
             let removed = oci::remove_nvidia_hooks(&mut file.value);
@@ -291,5 +355,44 @@ mod tests {
         );
         assert!(cdi_annotation_devices(&a, &[]).is_empty());
         assert!(is_cdi_name("nvidia.com/gpu=0") && !is_cdi_name("0") && !is_cdi_name("a=b"));
+    }
+
+    #[test]
+    fn automatic_names_become_jit_ids() {
+        let take = |ids: &[&str], mode: &str| {
+            let mut req = Request::unrequested();
+            req.devices = Devices::Ids(ids.iter().map(|s| s.to_string()).collect());
+            take_automatic_names(&mut req, mode).map(|t| (t, req.devices))
+        };
+        let ids = |v: &[&str]| Devices::Ids(v.iter().map(|s| s.to_string()).collect());
+        let auto = "runtime.nvidia.com/gpu=";
+        assert_eq!(
+            take(&[&format!("{auto}1"), &format!("{auto}GPU-x")], "cdi").unwrap(),
+            (true, ids(&["1", "GPU-x"]))
+        );
+        assert_eq!(
+            take(&[&format!("{auto}0"), &format!("{auto}all")], "cdi").unwrap(),
+            (true, Devices::All)
+        );
+        assert_eq!(
+            take(&[&format!("{auto}none")], "cdi").unwrap(),
+            (true, Devices::DriverOnly)
+        );
+        // In jit-cdi a plain id is a jit id too.
+        assert_eq!(
+            take(&["2", &format!("{auto}0")], "jit-cdi").unwrap(),
+            (true, ids(&["2", "0"]))
+        );
+        assert_eq!(take(&["0"], "cdi").unwrap(), (false, ids(&["0"])));
+        for (mixed, mode) in [
+            (&[&format!("{auto}0"), "nvidia.com/gpu=1"][..], "jit-cdi"),
+            (&[&format!("{auto}0"), "1"][..], "cdi"),
+        ] {
+            let e = take(mixed, mode).unwrap_err().to_string();
+            assert!(
+                e.contains("vendor 'runtime.nvidia.com' is not supported"),
+                "{e}"
+            );
+        }
     }
 }

@@ -74,7 +74,7 @@ pub fn generate_csv_spec(
     }
     for e in std::iter::once(&mut common).chain(devices.iter_mut().map(|d| &mut d.container_edits))
     {
-        finish_nodes(e);
+        finish_nodes(e, o.features.no_additional_gids);
     }
     tidy(&mut common, &mut devices);
     let mut spec = Spec {

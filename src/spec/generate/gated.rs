@@ -110,7 +110,7 @@ fn finish(o: &GenerateOptions, mut devices: Vec<Device>) -> Result<Spec> {
         for m in &mut e.mounts {
             m.r#type = None;
         }
-        finish_nodes(e);
+        finish_nodes(e, o.features.no_additional_gids);
     }
     tidy(&mut common, &mut devices);
     let mut spec = Spec {

@@ -75,8 +75,8 @@ pub fn generate_wsl_spec(wsl: &Wsl, roots: &Roots, o: &GenerateOptions) -> Resul
     let enabled = |name: &str| o.hook_enabled(name);
     let (mut device, mut common) =
         wsl_edits(&plan, roots, &o.hook, &enabled, o.ldconfig_path.as_deref());
-    finish_nodes(&mut device);
-    finish_nodes(&mut common);
+    finish_nodes(&mut device, o.features.no_additional_gids);
+    finish_nodes(&mut common, o.features.no_additional_gids);
     common.env.push("NVIDIA_VISIBLE_DEVICES=void".to_owned());
     let mut devices = vec![Device {
         name: "all".to_owned(),

@@ -17,6 +17,7 @@ use crate::discover::host::{HostQuery, read_host};
 use crate::discover::tegra::{is_tegra, read_tegra};
 use crate::discover::wsl::{DXG, Wsl, is_wsl, read_wsl};
 use crate::spec::cdi::parse_qualified_name;
+use crate::spec::features::Features;
 use crate::spec::generate::csv::{CsvOptions, generate_csv_spec};
 use crate::spec::generate::wsl::generate_wsl_spec;
 use crate::spec::generate::{
@@ -45,6 +46,9 @@ struct Args {
     no_all_device: Option<bool>,
     disabled_hooks: Vec<String>,
     enabled_hooks: Vec<String>,
+    feature_flags: Vec<String>,
+    library_search_paths: Vec<String>,
+    config_search_paths: Vec<String>,
     csv_files: Vec<String>,
     csv_ignore_patterns: Vec<String>,
     csv_compat_root: Option<String>,
@@ -82,13 +86,12 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Args>> {
             "no-all-device" => a.no_all_device = Some(flag.boolean()?),
             "disable-hook" | "disable-hooks" => list(flag, &mut it, &mut a.disabled_hooks)?,
             "enable-hook" | "enable-hooks" => list(flag, &mut it, &mut a.enabled_hooks)?,
+            "feature-flag" | "feature-flags" => list(flag, &mut it, &mut a.feature_flags)?,
+            "library-search-path" => list(flag, &mut it, &mut a.library_search_paths)?,
+            "config-search-path" => list(flag, &mut it, &mut a.config_search_paths)?,
             "csv.file" => list(flag, &mut it, &mut a.csv_files)?,
             "csv.ignore-pattern" => list(flag, &mut it, &mut a.csv_ignore_patterns)?,
             "csv.compat-container-root" => a.csv_compat_root = Some(flag.value(&mut it)?),
-            // Accepted for compatibility; discovery here has no use for them.
-            "feature-flag" | "feature-flags" | "library-search-path" | "config-search-path" => {
-                flag.value(&mut it)?;
-            }
             "help" | "h" => return Ok(None),
             other => bail!("flag provided but not defined: -{other}"),
         }
@@ -116,6 +119,16 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         _ if gated.is_some() || imex => false,
         _ => bail!("invalid discovery mode: {mode}"),
     };
+    // Upstream uses library search paths in csv mode only, and config search paths to find the
+    // graphics config files; neither has a use in what nvbox generates.
+    if !a.library_search_paths.is_empty() {
+        bail!("--library-search-path is not supported by nvbox: it applies to csv mode only");
+    }
+    if !a.config_search_paths.is_empty() {
+        bail!(
+            "--config-search-path is not supported by nvbox: graphics config files are searched in /etc and $XDG_DATA_DIRS"
+        );
+    }
     let format = output_format(g, &a)?;
     let vendor = a.vendor.clone().unwrap_or_else(|| {
         if management {
@@ -168,6 +181,7 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
         a.proc_root.as_deref().or(cfg.nvbox.proc_root.as_deref()),
         a.sys_root.as_deref().or(cfg.nvbox.sys_root.as_deref()),
     );
+    let features = Features::parse(&a.feature_flags).context("failed to create CDI library")?;
     if gated.is_some() || imex {
         let opts = GenerateOptions {
             vendor,
@@ -180,6 +194,7 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
             enabled_hooks: Vec::new(),
             hook: HookCommand::new(String::new(), Vec::new()),
             ldconfig_path: None,
+            features,
         };
         let spec = match gated {
             Some(kind) => generate_gated_spec(&roots, kind, &opts),
@@ -196,14 +211,12 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
             .context("failed to create CDI library")?
             .ok_or_else(|| anyhow!("failed to create CDI library: WSL2 mode but no {DXG}"))?;
         report_wsl(g, &found);
-        let spec = generate_wsl_spec(
-            &found,
-            &roots,
-            &generate_options(
-                &a, vendor, class, strategies, device_ids, no_all, management,
-            ),
-        )
-        .context("failed to generate CDI spec")?;
+        let mut opts = generate_options(
+            &a, vendor, class, strategies, device_ids, no_all, management,
+        );
+        opts.features = features;
+        let spec =
+            generate_wsl_spec(&found, &roots, &opts).context("failed to generate CDI spec")?;
         write_spec(&spec, format, a.output.as_deref())?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -225,9 +238,10 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
             ignore_patterns: a.csv_ignore_patterns.clone(),
             compat_container_root: a.csv_compat_root.clone(),
         };
-        let opts = generate_options(
+        let mut opts = generate_options(
             &a, vendor, class, strategies, device_ids, no_all, management,
         );
+        opts.features = features;
         let (spec, warnings) = generate_csv_spec(&roots, &tegra, &csv_opts, &opts)
             .context("failed to generate CDI spec")?;
         for w in &warnings {
@@ -238,15 +252,22 @@ pub fn run(g: &Global, args: Vec<OsString>) -> Result<ExitCode> {
     }
     let query = HostQuery {
         gpus: !management,
+        cdi_explicit_libraries: features.explicit_libraries,
         path_env: Some(BIN_PATH.to_owned()),
+        cdi_files: true,
         // Management specs carry device nodes only (upstream pkg/nvcdi/management.go).
         graphics: !management,
         ..HostQuery::default()
     };
-    let host = read_host(&roots, &query).context("failed to create CDI library")?;
-    let opts = generate_options(
+    let mut host = read_host(&roots, &query).context("failed to create CDI library")?;
+    if features.no_ipc {
+        // The sockets only: the MPS binaries stay, as upstream's.
+        host.ipcs.clear();
+    }
+    let mut opts = generate_options(
         &a, vendor, class, strategies, device_ids, no_all, management,
     );
+    opts.features = features;
     let spec = generate_spec(&host, &opts).context("failed to generate CDI spec")?;
     write_spec(&spec, format, a.output.as_deref())?;
     Ok(ExitCode::SUCCESS)
@@ -275,6 +296,8 @@ fn generate_options(
             vec!["NVIDIA_CTK_DEBUG=false".to_owned()],
         ),
         ldconfig_path: a.ldconfig_path.clone(),
+        // Set by the caller, which has parsed them.
+        features: Features::default(),
     }
 }
 
@@ -323,6 +346,15 @@ fn fill_from_env(a: &mut Args) {
     list(&mut a.device_ids, &format!("{PREFIX}DEVICE_IDS"));
     list(&mut a.disabled_hooks, &format!("{PREFIX}DISABLED_HOOKS"));
     list(&mut a.enabled_hooks, &format!("{PREFIX}ENABLED_HOOKS"));
+    list(&mut a.feature_flags, &format!("{PREFIX}FEATURE_FLAGS"));
+    list(
+        &mut a.library_search_paths,
+        &format!("{PREFIX}LIBRARY_SEARCH_PATHS"),
+    );
+    list(
+        &mut a.config_search_paths,
+        &format!("{PREFIX}CONFIG_SEARCH_PATHS"),
+    );
     list(&mut a.csv_files, &format!("{PREFIX}CSV_FILES"));
     list(
         &mut a.csv_ignore_patterns,
@@ -393,6 +425,8 @@ OPTIONS:
    --no-all-device                   no `all` device (default: false) [$NVIDIA_CTK_CDI_GENERATE_NO_ALL_DEVICE]
    --disable-hook value              hooks to leave out, or all [$NVIDIA_CTK_CDI_GENERATE_DISABLED_HOOKS]
    --enable-hook value               hooks to include (beats --disable-hook) [$NVIDIA_CTK_CDI_GENERATE_ENABLED_HOOKS]
+   --feature-flag value              disable-ipc-discoverer, enable-explicit-driver-libraries,
+                                     no-additional-gids-for-device-nodes [$NVIDIA_CTK_CDI_GENERATE_FEATURE_FLAGS]
    --csv.file value                  CSV files for csv mode, repeatable (default: devices.csv, drivers.csv, l4t.csv
                                      of /etc/nvidia-container-runtime/host-files-for-container.d) [$NVIDIA_CTK_CDI_GENERATE_CSV_FILES]
    --csv.ignore-pattern value        sym entries to leave out: a glob on the path, **/GLOB on the name [$NVIDIA_CTK_CDI_GENERATE_CSV_IGNORE_PATTERNS]
