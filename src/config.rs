@@ -339,10 +339,26 @@ impl Config {
     }
 }
 
-/// Where the config file is, from the process environment.
+/// Where the config file is, from the process environment; without one, the config a toolkit
+/// installed by `nvidia-ctk-installer` keeps beside its binary
+/// (`<dir>/.config/nvidia-container-runtime/config.toml`), which spares that install upstream's
+/// shell wrappers, whose only job is to set `NVIDIA_CTK_CONFIG_FILE_PATH`; else /etc.
 pub fn locate_config() -> PathBuf {
     // var_os keeps a non-UTF-8 path intact instead of silently dropping it.
-    locate_config_from(|key| std::env::var_os(key))
+    let found = locate_config_from(|key| std::env::var_os(key));
+    if found != Path::new(ETC_CONFIG) {
+        return found;
+    }
+    beside_binary().unwrap_or(found)
+}
+
+/// One readlink and one stat: the installed toolkit's config, when this binary is one.
+fn beside_binary() -> Option<PathBuf> {
+    let exe = std::fs::read_link("/proc/self/exe").ok()?;
+    let path = exe
+        .parent()?
+        .join(".config/nvidia-container-runtime/config.toml");
+    path.is_file().then_some(path)
 }
 
 /// The lookup behind `locate_config`, with the environment passed in so it

@@ -37,8 +37,11 @@ pub const APPLETS: &[(&str, AppletMain)] = &[
     ("nvidia-cdi-hook", applets::cdi_hook::main),
     ("nvidia-container-cli", applets::cli::main),
     ("nvidia-container-runtime", applets::runtime::main),
+    ("nvidia-container-runtime.cdi", applets::runtime::main),
+    ("nvidia-container-runtime.legacy", applets::runtime::main),
     ("nvidia-container-runtime-hook", applets::hook::main),
     ("nvidia-container-toolkit", applets::hook::main),
     ("nvidia-ctk", applets::ctk::main),
+    ("nvidia-ctk-installer", applets::installer::main),
     ("nvidia-docker", applets::docker::main),
 ];

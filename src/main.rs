@@ -50,8 +50,16 @@ fn applet_name(argv0: &OsString) -> String {
     base.strip_prefix('-').unwrap_or(&base).to_string()
 }
 
+/// Old names still answered but not installed: the toolkit image links `nvidia-toolkit`, which
+/// GPU Operators before upstream 1.18 exec.
+const ALIASES: &[(&str, AppletMain)] = &[("nvidia-toolkit", nvbox::applets::installer::main)];
+
 fn find_applet(name: &str) -> Option<AppletMain> {
-    APPLETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    APPLETS
+        .iter()
+        .chain(ALIASES)
+        .find(|(n, _)| *n == name)
+        .map(|(_, f)| *f)
 }
 
 fn find_command(name: &str) -> Option<AppletMain> {

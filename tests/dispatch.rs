@@ -12,7 +12,7 @@ fn list_prints_one_applet_per_line() {
     assert!(out.status.success());
     assert_eq!(
         stdout(&out),
-        "nvidia-cdi-hook\nnvidia-container-cli\nnvidia-container-runtime\nnvidia-container-runtime-hook\nnvidia-container-toolkit\nnvidia-ctk\nnvidia-docker\n"
+        "nvidia-cdi-hook\nnvidia-container-cli\nnvidia-container-runtime\nnvidia-container-runtime.cdi\nnvidia-container-runtime.legacy\nnvidia-container-runtime-hook\nnvidia-container-toolkit\nnvidia-ctk\nnvidia-ctk-installer\nnvidia-docker\n"
     );
 }
 

@@ -11,7 +11,8 @@ say() { printf '== %s\n' "$*"; }
 
 # runc, docker.io and containerd: the end-to-end tests (tests/e2e_runc.rs, tests/e2e_docker.rs)
 # start real containers; they run inside the plain `cargo test` below.
-packages="busybox-static dpkg runc containerd docker.io podman uidmap"
+# strace: tests/budgets.rs counts the bytes nvbox reads and the writes it makes per start.
+packages="busybox-static dpkg rpm runc containerd docker.io podman uidmap rootlesskit strace"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -60,6 +61,18 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
+# The toolkit image and package tests (tests/image.rs, tests/packages.rs) use the static release
+# binary and the two Cargo packagers, so both come before `cargo test`.
+say "static binary"
+sh tests/static.sh
+for tool in cargo-deb cargo-generate-rpm; do
+    if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/$tool" ]; then
+        if [ "$(id -u)" -eq 0 ] || [ "${CI:-}" = true ]; then
+            say "installing $tool (crates.io)"
+            cargo install --locked --quiet "$tool"
+        fi
+    fi
+done
 say "cargo test"
 cargo test --quiet
 say "fuzz targets, short mode (fuzz/run.sh --short: 10 s per target)"
@@ -71,8 +84,6 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 # Skips without nightly or cargo-fuzz, except under CI=true, where it fails.
 fuzz/run.sh --short
-say "static binary"
-sh tests/static.sh
 bin="target/$(rustc -vV | sed -n 's/^host: //p')/release/nvbox"
 say "benchmark suite, short mode (benches/suite.sh --short; fails only when a benchmark is broken)"
 if [ "$(id -u)" -eq 0 ]; then

@@ -5,4 +5,5 @@ pub mod cli;
 pub mod ctk;
 pub mod docker;
 pub mod hook;
+pub mod installer;
 pub mod runtime;

@@ -66,16 +66,22 @@ fn check_config(ctx: &Context, out: &mut Vec<Finding>) {
 }
 
 /// One line for all applets: missing names are listed with the links that add them.
+/// The installer is left out: no engine or hook runs it, only the toolkit image does.
 pub fn check_applets(path_env: &str) -> Finding {
-    let missing: Vec<&str> = crate::APPLETS
+    let wanted: Vec<&str> = crate::APPLETS
         .iter()
         .map(|(name, _)| *name)
+        .filter(|name| *name != crate::applets::installer::NAME)
+        .collect();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
         .filter(|name| which(name, path_env).is_none())
         .collect();
     if missing.is_empty() {
         return Finding::ok(
             "applets on PATH",
-            format!("all {} resolvable", crate::APPLETS.len()),
+            format!("all {} resolvable", wanted.len()),
         );
     }
     let exe = std::env::current_exe()

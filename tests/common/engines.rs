@@ -178,13 +178,7 @@ pub fn run_shim(bundle: &mut Bundle, config: &Path, update: &[&str]) -> ShimRun 
 /// [`run_shim`] with the shim started as the last argument of `wrap` (a program that sets up
 /// its environment, then execs the rest of its arguments).
 pub fn run_shim_via(wrap: &[&str], bundle: &mut Bundle, config: &Path, update: &[&str]) -> ShimRun {
-    let id = unique_id("c");
-    bundle.spec["linux"]["cgroupsPath"] = json!(format!("/{id}"));
-    let config_before = serde_json::to_vec_pretty(&bundle.spec).unwrap();
-    let config_json = bundle.path().join("config.json");
-    std::fs::write(&config_json, &config_before).unwrap();
-    let state = shim_state();
-    let mut cmd = match wrap {
+    let cmd = match wrap {
         [] => shim_command(config),
         [program, rest @ ..] => {
             let mut c = Command::new(program);
@@ -196,7 +190,19 @@ pub fn run_shim_via(wrap: &[&str], bundle: &mut Bundle, config: &Path, update: &
             c
         }
     };
-    let mut create = cmd
+    run_shim_with(cmd, bundle, update)
+}
+
+/// [`run_shim`] with another runtime command (an installed toolkit's, say).
+pub fn run_shim_with(shim: Command, bundle: &mut Bundle, update: &[&str]) -> ShimRun {
+    let id = unique_id("c");
+    bundle.spec["linux"]["cgroupsPath"] = json!(format!("/{id}"));
+    let config_before = serde_json::to_vec_pretty(&bundle.spec).unwrap();
+    let config_json = bundle.path().join("config.json");
+    std::fs::write(&config_json, &config_before).unwrap();
+    let state = shim_state();
+    let mut shim = shim;
+    let mut create = shim
         .arg("--root")
         .arg(&state)
         .args(["create", "--bundle"])

@@ -34,6 +34,21 @@ pub struct VersionResponse {
     pub runtime_api_version: String,
 }
 
+/// RuntimeService.Status with `verbose`: `info["config"]` is the CRI plugin's config as JSON.
+#[allow(dead_code)]
+#[derive(Clone, PartialEq, Message)]
+pub struct StatusRequest {
+    #[prost(bool, tag = "1")]
+    pub verbose: bool,
+}
+
+#[allow(dead_code)]
+#[derive(Clone, PartialEq, Message)]
+pub struct StatusResponse {
+    #[prost(map = "string, string", tag = "2")]
+    pub info: std::collections::HashMap<String, String>,
+}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct PodSandboxMetadata {
     #[prost(string, tag = "1")]

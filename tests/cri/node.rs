@@ -47,33 +47,7 @@ impl Node {
     pub fn start(shim_config: &Path, source: Source) -> Node {
         let dir = TempDir::new("cri");
         let d = dir.path().to_path_buf();
-        let top = d.join("config.toml");
-        // The drop-in replaces the CRI plugin's `runtimes` map as a whole (containerd < 2.1
-        // merges imports by key), so a file source must already declare runc, as a node's
-        // config from `containerd config default` does; `config dump` adds the defaults itself.
-        let runc = match source {
-            Source::File => {
-                "  [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n    \
-                 runtime_type = \"io.containerd.runc.v2\"\n"
-            }
-            Source::Command => "",
-        };
-        // Offline: a sandbox image we import ourselves; no CNI (every pod uses the host network).
-        // restrict_oom_score_adj: the sandbox's -998 needs CAP_SYS_RESOURCE, which a test run
-        // inside a container may lack; containerd then clamps to its own score.
-        std::fs::write(
-            &top,
-            format!(
-                "version = 2\n\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  \
-                 sandbox_image = \"{PAUSE_IMAGE}\"\n  restrict_oom_score_adj = true\n  \
-                 [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n    \
-                 snapshotter = \"overlayfs\"\n{runc}  \
-                 [plugins.\"io.containerd.grpc.v1.cri\".cni]\n    \
-                 bin_dir = \"{0}/cni/bin\"\n    conf_dir = \"{0}/cni/conf\"\n",
-                d.display()
-            ),
-        )
-        .unwrap();
+        let top = write_top_level(&d, source);
         let runtime = applet_dir().join("nvidia-container-runtime");
         let mut configure = command(nvbox());
         configure
@@ -92,12 +66,29 @@ impl Node {
         }
         let out = configure.output().unwrap();
         assert!(out.status.success(), "runtime configure: {}", stderr(&out));
+        let path = format!("{}:{PATH}", applet_dir().display());
+        Node::launch(
+            dir,
+            &top,
+            &[
+                ("PATH", &path),
+                (
+                    "NVIDIA_CTK_CONFIG_FILE_PATH",
+                    &shim_config.display().to_string(),
+                ),
+            ],
+        )
+    }
 
+    /// containerd on `top` (already configured by whoever made it) in `dir`, with only `env`
+    /// in its environment, the images imported.
+    pub fn launch(dir: TempDir, top: &Path, env: &[(&str, &str)]) -> Node {
+        let d = dir.path().to_path_buf();
         let socket = d.join("containerd.sock");
         let log = std::fs::File::create(d.join("containerd.log")).unwrap();
         let child = Command::new(CONTAINERD)
             .arg("--config")
-            .arg(&top)
+            .arg(top)
             .arg("--root")
             .arg(d.join("root"))
             .arg("--state")
@@ -105,9 +96,8 @@ impl Node {
             .arg("--address")
             .arg(&socket)
             .env_clear()
-            // The shim chain inherits this: the applets first, then runc and containerd's shims.
-            .env("PATH", format!("{}:{PATH}", applet_dir().display()))
-            .env("NVIDIA_CTK_CONFIG_FILE_PATH", shim_config)
+            // The shim chain inherits this.
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -409,6 +399,36 @@ impl Drop for Node {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
+}
+
+/// A node's top-level config in `d`: offline sandbox image, no CNI. The drop-in replaces the
+/// CRI plugin's `runtimes` map as a whole (containerd < 2.1 merges imports by key), so a file
+/// source must already declare runc, as a node's config from `containerd config default`
+/// does; `config dump` adds the defaults itself. restrict_oom_score_adj: the sandbox's -998
+/// needs CAP_SYS_RESOURCE, which a test run inside a container may lack.
+pub fn write_top_level(d: &Path, source: Source) -> PathBuf {
+    let top = d.join("config.toml");
+    let runc = match source {
+        Source::File => {
+            "  [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n    \
+             runtime_type = \"io.containerd.runc.v2\"\n"
+        }
+        Source::Command => "",
+    };
+    std::fs::write(
+        &top,
+        format!(
+            "version = 2\n\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  \
+             sandbox_image = \"{PAUSE_IMAGE}\"\n  restrict_oom_score_adj = true\n  \
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n    \
+             snapshotter = \"overlayfs\"\n{runc}  \
+             [plugins.\"io.containerd.grpc.v1.cri\".cni]\n    \
+             bin_dir = \"{0}/cni/bin\"\n    conf_dir = \"{0}/cni/conf\"\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    top
 }
 
 /// Processes whose command line names `socket` (containerd-shim-runc-v2 -address SOCKET …).

@@ -147,7 +147,7 @@ fn parse(args: &[String]) -> Result<Args> {
 }
 
 /// The default config as a tree, with the keys upstream leaves out of a fresh file removed.
-fn default_tree() -> Result<Table> {
+pub(crate) fn default_tree() -> Result<Table> {
     let mut tree = Table::try_from(Config::default()).context("render the default config")?;
     for key in [
         "nvbox",
@@ -248,7 +248,7 @@ fn apply_set(tree: &mut Table, set: &str) -> Result<()> {
 
 /// Upstream's layout: per table, sorted scalar keys (with commented examples for unset
 /// well-known ones), then each sub-table under its own header, even when it only holds tables.
-fn render(tree: &Table) -> String {
+pub(crate) fn render(tree: &Table) -> String {
     let mut out = String::new();
     render_table(&mut out, tree, "");
     out

@@ -1,10 +1,10 @@
 //! `nvidia-ctk`: the admin CLI (reference nvidia-container-toolkit.md §6, §7, §9). Global flags
 //! first (`--debug/-d`, `--quiet`, `--config FILE`), then a command group.
 
-mod cdi;
-mod config;
+pub(crate) mod cdi;
+pub(crate) mod config;
 mod runtime;
-mod system;
+pub(crate) mod system;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

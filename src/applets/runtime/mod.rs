@@ -34,7 +34,7 @@ const DEFAULT_DIRS: &[&str] = &[
     "/bin",
 ];
 
-pub fn main(_name: &str, args: Vec<OsString>) -> ExitCode {
+pub fn main(name: &str, args: Vec<OsString>) -> ExitCode {
     let args: Vec<String> = args
         .into_iter()
         .map(|a| a.to_string_lossy().into_owned())
@@ -49,7 +49,7 @@ pub fn main(_name: &str, args: Vec<OsString>) -> ExitCode {
         println!("spec: {}", OCI_VERSION);
         println!();
     }
-    match run(&scan, &args) {
+    match run(&scan, &args, forced_mode(name)) {
         // run only returns on failure: success is an exec.
         Ok(never) => match never {},
         Err(e) => fail(&scan, e),
@@ -66,7 +66,22 @@ fn fail(scan: &args::Scan, e: anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn run(scan: &args::Scan, args: &[String]) -> Result<std::convert::Infallible> {
+/// `nvidia-container-runtime.cdi` and `.legacy` (upstream's packaged binaries, which the
+/// installer registers as the `nvidia-cdi` and `nvidia-legacy` runtimes) run in that mode
+/// whatever config.toml says.
+fn forced_mode(name: &str) -> Option<&'static str> {
+    match name.rsplit_once('.') {
+        Some((_, "cdi")) => Some("cdi"),
+        Some((_, "legacy")) => Some("legacy"),
+        _ => None,
+    }
+}
+
+fn run(
+    scan: &args::Scan,
+    args: &[String],
+    forced: Option<&'static str>,
+) -> Result<std::convert::Infallible> {
     // A broken config.toml fails `create` (we cannot know what the container should get), but
     // never `delete`, `kill` or `state`: upstream fails every command, which wedges teardown.
     let (cfg, cfg_path) = match Config::load() {
@@ -80,6 +95,10 @@ fn run(scan: &args::Scan, args: &[String]) -> Result<std::convert::Infallible> {
         }
         Err(e) => return Err(e),
     };
+    let mut cfg = cfg;
+    if let Some(mode) = forced {
+        cfg.runtime.mode = mode.to_owned();
+    }
     let runtime = find_runtime(&cfg.runtime.runtimes)?;
     if scan.create {
         modify_bundle(scan, &cfg, cfg_path.as_deref())?;

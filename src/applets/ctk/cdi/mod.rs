@@ -1,8 +1,8 @@
 //! `nvidia-ctk cdi generate | list | transform root` (reference nvidia-container-toolkit.md
 //! §7). Flags take `--flag value` or `--flag=value`, and most have an environment variable.
 
-mod generate;
-mod transform;
+pub(crate) mod generate;
+pub(crate) mod transform;
 
 use std::ffi::OsString;
 use std::io::Write;
