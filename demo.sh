@@ -21,7 +21,7 @@ fi
 
 say "building nvbox"
 cargo build --release --quiet
-bin=$(pwd)/target/release/nvbox
+bin=$(pwd)/target/x86_64-unknown-linux-gnu/release/nvbox
 
 work=$(mktemp -d /tmp/nvbox-demo.XXXXXX)
 trap 'runc --root "$work/state" delete --force demo >/dev/null 2>&1 || true; rm -rf "$work"' EXIT

@@ -14,7 +14,7 @@ set -eu
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 
-bin=${1:-target/release/nvbox}
+bin=${1:-target/x86_64-unknown-linux-gnu/release/nvbox}
 iterations=${2:-20}
 [ -x "$bin" ] || cargo build --release --quiet
 [ "$(id -u)" -eq 0 ] || { echo "docker.sh: needs root" >&2; exit 1; }

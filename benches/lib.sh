@@ -29,6 +29,26 @@ bench_make_host() {
     done
 }
 
+# A host whose driver files are NVIDIA's real ones: the .deb files of DEBS (Debian's non-free
+# 535 packages, as tests/run.sh downloads them) unpacked into DIR, the ld.so.conf and alternatives
+# link their maintainer scripts would add, a cache by glibc's ldconfig, and the kernel side from
+# `nvbox mock --no-driver-files` (8 GPUs); then the same mode configs as bench_make_host.
+bench_make_deb_host() {
+    local bin=$1 dir=$2 debs=$3 deb version mode
+    mkdir -p "$dir/etc/ld.so.conf.d" "$dir/usr/bin"
+    for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$dir"; done
+    echo 'include /etc/ld.so.conf.d/*.conf' >"$dir/etc/ld.so.conf"
+    printf '/usr/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu/nvidia/current\n' \
+        >"$dir/etc/ld.so.conf.d/x86_64-linux-gnu.conf"
+    ln -sf /usr/lib/nvidia/current/nvidia-smi "$dir/usr/bin/nvidia-smi"
+    ldconfig -r "$dir"
+    version=$(ls "$dir"/usr/lib/x86_64-linux-gnu/nvidia/current/libcuda.so.*.*.* | sed 's/.*libcuda\.so\.//')
+    "$bin" mock "$dir" --no-driver-files --gpus 8 --driver-version "$version" >"$dir.toml"
+    for mode in auto jit-cdi legacy; do
+        { cat "$dir.toml"; printf '\n[nvidia-container-runtime]\nmode = "%s"\n' "$mode"; } >"$dir.$mode.toml"
+    done
+}
+
 # "N MEDIAN MIN MAX MEAN" in ms of a file of microsecond samples, one a line.
 bench_stats() {
     sort -n "$1" | awk '{ t[NR] = $1; s += $1 } END {

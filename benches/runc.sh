@@ -3,7 +3,7 @@
 #
 #   sudo benches/runc.sh [NVBOX_BINARY] [ITERATIONS]
 #
-# NVBOX_BINARY defaults to target/release/nvbox (built with `cargo build --release` when
+# NVBOX_BINARY defaults to target/x86_64-unknown-linux-gnu/release/nvbox (built with `cargo build --release` when
 # missing); ITERATIONS defaults to 50. Needs root, runc and busybox-static (tests/run.sh
 # installs them). Each iteration times `runc create` + `runc start` + waiting for the
 # container's `true` to exit + `runc delete`, once plain and once with the hook
@@ -15,7 +15,7 @@ set -eu
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 
-bin=${1:-target/release/nvbox}
+bin=${1:-target/x86_64-unknown-linux-gnu/release/nvbox}
 iterations=${2:-50}
 warmup=3
 if [ $# -lt 1 ] && [ ! -x "$bin" ]; then

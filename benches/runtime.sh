@@ -3,7 +3,7 @@
 #
 #   sudo benches/runtime.sh [NVBOX_BINARY] [ITERATIONS]
 #
-# NVBOX_BINARY defaults to target/release/nvbox (built with `cargo build --release` when
+# NVBOX_BINARY defaults to target/x86_64-unknown-linux-gnu/release/nvbox (built with `cargo build --release` when
 # missing); ITERATIONS defaults to 30. Needs root, runc and busybox-static (tests/run.sh
 # installs them). Each iteration times create + start + waiting for the container's `true` to
 # exit + delete, for five variants on a simulated 8-GPU host:
@@ -21,7 +21,7 @@ set -eu -o pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 
-bin=${1:-target/release/nvbox}
+bin=${1:-target/x86_64-unknown-linux-gnu/release/nvbox}
 iterations=${2:-30}
 warmup=3
 if [ $# -lt 1 ] && [ ! -x "$bin" ]; then

@@ -1,11 +1,13 @@
 #!/bin/bash
-# Every performance figure of issue 6 in one run, as a table and as JSON:
+# Every performance figure of the performance issues in one run, as a table and as JSON:
 #
 #   sudo benches/suite.sh [--short] [--json FILE] [BINARY]
 #
 # BINARY defaults to the static release build (built here). Needs root, runc and busybox-static;
-# the docker rows also dockerd (skipped, and said so, without it). Simulated hosts: 1, 8, 64
-# H100s and 8 H100s with 7 MIG instances each. Each container row times create + start + the
+# the docker rows also dockerd (skipped, and said so, without it). Simulated hosts (driver
+# libraries at their real sizes and layouts): 1, 8, 64 H100s and 8 H100s with 7 MIG instances
+# each; and 8 H100s whose driver files are NVIDIA's real ones, unpacked from Debian's packages
+# (NVBOX_DRIVER_DEBS, default target/nvidia-debs, which tests/run.sh fills). Each container row times create + start + the
 # container's `true` exiting + delete; the variants of a group are interleaved, rotating which
 # goes first, so drift on the machine hits all alike, and every create gets a fresh copy of its
 # bundle (outside the timed part). Rows give median and min–max; ratios are of medians. The
@@ -32,7 +34,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ -z "$bin" ]; then
-    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet --target x86_64-unknown-linux-gnu
+    cargo build --release --quiet
     bin=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/nvbox
 fi
 [ -x "$bin" ] || { echo "suite.sh: $bin is not executable" >&2; exit 1; }
@@ -62,6 +64,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "suite.sh: benchmark broken at line $LINENO: $BASH_COMMAND" >&2' ERR
 
+notes=()
 echo "nvbox benchmark suite ($($short && echo short || echo full)): $bin"
 echo "setting up simulated hosts and bundles in $work"
 sh symlinks.sh --binary "$bin" "$work/bin" >/dev/null
@@ -74,6 +77,15 @@ for h in 8 $hosts; do
     *) bench_make_host "$bin" "$work/h$h" --gpus "$h" ;;
     esac
 done
+# NVIDIA's real driver files, when the packages are at hand (tests/run.sh downloads them).
+debs=${NVBOX_DRIVER_DEBS:-target/nvidia-debs}
+if ls "$debs"/*.deb >/dev/null 2>&1; then
+    bench_make_deb_host "$bin" "$work/hdeb" "$(cd "$debs" && pwd)"
+    deb_host=true
+else
+    deb_host=false
+    notes+=("real-package rows: no Debian NVIDIA packages in $debs (tests/run.sh downloads them)")
+fi
 bench_make_bundle "$work/template-cpu" cpu
 bench_make_bundle "$work/template-gpu" gpu
 mkdir -p "$work/times"
@@ -83,7 +95,6 @@ mkdir -p "$work/times"
 # when there is one, else of the median.
 rows=$work/rows.tsv
 : >"$rows"
-notes=()
 row_value() { (IFS=$'\t'; echo "$*") >>"$rows"; }
 row_time() {
     local n med min max
@@ -107,6 +118,8 @@ for h in 8 $hosts; do
     variant[gpu-jit-h$h]="gpu $work/h$h.jit-cdi.toml"
     variant[gpu-legacy-h$h]="gpu $work/h$h.legacy.toml"
 done
+variant[gpu-jit-deb]="gpu $work/hdeb.jit-cdi.toml"
+variant[gpu-legacy-deb]="gpu $work/hdeb.legacy.toml"
 variant[gpu-runc-tmpfs]="gpu - tmpfs"
 variant[gpu-jit-tmpfs]="gpu $work/h8.jit-cdi.toml tmpfs"
 variant[gpu-legacy-tmpfs]="gpu $work/h8.legacy.toml tmpfs"
@@ -175,15 +188,28 @@ for h in 8 $hosts; do
     verify_gpus "gpu-jit-h$h" "$(gpus_of "$h")"
     verify_gpus "gpu-legacy-h$h" "$(gpus_of "$h")"
 done
+if $deb_host; then
+    verify_gpus gpu-jit-deb 8
+    verify_gpus gpu-legacy-deb 8
+fi
 echo "verified: every GPU variant's container gets its GPUs"
 
 echo "(1, 2) container start, 8 GPUs: $iters iterations"
 interleave time_container "$iters" "$warmup" cpu-runc cpu-shim gpu-runc gpu-jit-h8 gpu-legacy-h8
-row_ratio start.gpu_legacy "runc, GPU container via runtime + legacy hook / plain" gpu-legacy-h8 gpu-runc 1.66 1.05
-row_ratio start.gpu_jit "runc, GPU container via runtime jit-cdi / plain" gpu-jit-h8 gpu-runc 1.66 1.05
-row_ratio start.cpu_shim "runc, CPU container via runtime / plain" cpu-shim cpu-runc 1.26 1.02
+row_ratio start.gpu_legacy "runc, GPU container via runtime + legacy hook / plain" gpu-legacy-h8 gpu-runc 1.75 1.10
+row_ratio start.gpu_jit "runc, GPU container via runtime jit-cdi / plain" gpu-jit-h8 gpu-runc 2.42 1.15
+row_ratio start.cpu_shim "runc, CPU container via runtime / plain" cpu-shim cpu-runc 1.30 1.03
 row_ratio start.jit_vs_legacy "runc, GPU container via runtime jit-cdi / legacy hook" gpu-jit-h8 gpu-legacy-h8
 row_time start.plain "runc, plain container (the baseline)" gpu-runc "" ""
+
+if $deb_host; then
+    echo "(1c) container start, 8 GPUs, NVIDIA's real 535 driver files: $iters iterations"
+    rm -f "$work/times/gpu-runc"
+    interleave time_container "$iters" "$warmup" gpu-runc gpu-jit-deb gpu-legacy-deb
+    row_ratio start.gpu_legacy_deb "real driver files: GPU container, legacy hook / plain" gpu-legacy-deb gpu-runc 1.75 1.10
+    row_ratio start.gpu_jit_deb "real driver files: GPU container, jit-cdi / plain" gpu-jit-deb gpu-runc 2.42 1.15
+    row_time start.plain_deb "real driver files: plain container (the baseline)" gpu-runc "" ""
+fi
 
 # The same plan with the rootfs on a tmpfs: what remains is nvbox's own cost, without the
 # filesystem's price for the ~60 inodes (mount targets, directories, soname links) that any
@@ -214,11 +240,13 @@ time_cli() {
     case $1 in
     version) cmd=("$bin" --version) ;;
     info) cmd=("$work/bin/nvidia-container-cli" info) ;;
-    list) cmd=("$work/bin/nvidia-container-cli" list) ;;
-    cdi) cmd=("$work/bin/nvidia-ctk" cdi generate --format json) ;;
+    cdi*) cmd=("$work/bin/nvidia-ctk" cdi generate --format json) ;;
+    list*) cmd=("$work/bin/nvidia-container-cli" list) ;;
     esac
+    local cfg=$cfg8
+    case $1 in *-stub) cfg=$work/hstub.toml ;; esac
     local t0=${EPOCHREALTIME/./}
-    NVIDIA_CTK_CONFIG_FILE_PATH=$cfg8 "${cmd[@]}" >/dev/null
+    NVIDIA_CTK_CONFIG_FILE_PATH=$cfg "${cmd[@]}" >/dev/null
     local t1=${EPOCHREALTIME/./}
     echo $((t1 - t0)) >>"$work/times/$1"
 }
@@ -228,11 +256,15 @@ n=$(NVIDIA_CTK_CONFIG_FILE_PATH=$cfg8 "$work/bin/nvidia-ctk" cdi generate --form
     grep -oE '"name": *"[0-9]+"' | wc -l)
 [ "$n" -eq 8 ] || { echo "suite.sh: benchmark broken: cdi generate names $n of 8 GPUs" >&2; exit 1; }
 echo "(4, 5) info, list, cdi generate, 8 GPUs: $cli_iters iterations"
-interleave time_cli "$cli_iters" 10 version info list cdi
+# The same 8-GPU host with few-hundred-byte libraries: real sizes must cost nothing more.
+bench_make_host "$bin" "$work/hstub" --gpus 8 --stub-libraries
+interleave time_cli "$cli_iters" 10 version info list cdi list-stub cdi-stub
 row_time cli.info "nvidia-container-cli info (fork+exec from bash)" info 7 1
 row_time cli.list "nvidia-container-cli list (fork+exec from bash)" list 7 1
 row_time ctk.cdi_generate "nvidia-ctk cdi generate --format json" cdi 8 2
 row_time cli.process_start "nvbox --version (any process start, the floor)" version
+row_ratio cli.list_real_vs_stub "list: real-size libraries / stub libraries" list list-stub "" 1
+row_ratio ctk.cdi_real_vs_stub "cdi generate: real-size libraries / stub libraries" cdi cdi-stub "" 1
 
 # --- docker ---------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ mod sandbox;
 use std::path::{Path, PathBuf};
 
 use canary::Canaries;
-use common::TempDir;
+use common::{TempDir, copy_library};
 use layouts::Layout;
 
 /// One (layout, path) case: a scratch directory holding the rootfs, the canaries and a bundle.
@@ -63,18 +63,17 @@ pub fn plant_base(root: &Path) {
     std::fs::write(root.join("etc/debian_version"), "12.0\n").unwrap();
     // The image's own copy differs from the host's (a trailing byte), so a check that finds
     // the host's library finds the injected one.
-    let mut own = std::fs::read(&lib).unwrap();
-    own.push(0);
-    std::fs::write(
-        root.join("usr/lib/x86_64-linux-gnu/libcuda.so.535.104.05"),
-        own,
+    let own = root.join("usr/lib/x86_64-linux-gnu/libcuda.so.535.104.05");
+    copy_library(&lib, &own);
+    std::io::Write::write_all(
+        &mut std::fs::OpenOptions::new().append(true).open(&own).unwrap(),
+        &[0],
     )
     .unwrap();
-    std::fs::copy(
+    copy_library(
         &lib,
-        root.join("usr/local/cuda/compat/libcuda.so.535.104.05"),
-    )
-    .unwrap();
+        &root.join("usr/local/cuda/compat/libcuda.so.535.104.05"),
+    );
     std::fs::write(
         root.join("proc/driver/nvidia/params"),
         "ModifyDeviceFiles: 1\n",

@@ -11,7 +11,8 @@ say() { printf '== %s\n' "$*"; }
 
 # runc, docker.io and containerd: the end-to-end tests (tests/e2e_runc.rs, tests/e2e_docker.rs)
 # start real containers; they run inside the plain `cargo test` below.
-packages="busybox-static dpkg rpm runc containerd docker.io podman uidmap"
+# strace: tests/budgets.rs counts the bytes nvbox reads and the writes it makes per start.
+packages="busybox-static dpkg rpm runc containerd docker.io podman uidmap rootlesskit strace"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

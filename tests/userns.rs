@@ -635,3 +635,66 @@ fn unmapped_container_root_is_refused_in_one_line() {
     );
     assert_eq!(snapshot(&rootfs), before);
 }
+
+const ROOTLESS_DOCKERD: &str = "/usr/share/docker.io/contrib/dockerd-rootless.sh";
+
+/// Rootless Docker: `dockerd-rootless.sh` (rootlesskit) as the unprivileged user, our hook on
+/// its PATH with `no-cgroups = true`, and `docker run --gpus all`. Debian's dockerd 20.10 has no
+/// CDI, so the legacy hook is Docker's only GPU path here. All in a private mount and pid
+/// namespace of the test: the daemon and its containerd end with it.
+#[test]
+fn rootless_docker_gpus_all_with_no_cgroups() {
+    if !have_prerequisites(&[
+        DOCKERD,
+        DOCKER,
+        ROOTLESS_DOCKERD,
+        "/usr/bin/rootlesskit",
+        "/usr/bin/newuidmap",
+        "/usr/bin/setpriv",
+        BUSYBOX,
+    ]) {
+        return;
+    }
+    let host = shared_host(&["--gpus", "2"]);
+    let (uid, gid) = rootless_user();
+    let (_keep, config) = hook_config(host, true);
+    let dir = common::TempDir::new("rootless-docker");
+    let rootfs = dir.path().join("rootfs");
+    make_rootfs(&rootfs, true);
+    // containerd's socket paths must stay short.
+    let short = common::TempDir(std::path::PathBuf::from(format!(
+        "/tmp/nvbox-rd-{}",
+        std::process::id()
+    )));
+    let h = short.path().to_path_buf();
+    std::fs::create_dir_all(h.join("run")).unwrap();
+    for p in [h.clone(), h.join("run")] {
+        std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap();
+    }
+    let h = h.display();
+    let docker = format!("DOCKER_CONFIG={h}/client {DOCKER} -H unix://{h}/run/d.sock");
+    let script = format!(
+        "set -e\n\
+         setpriv --reuid={uid} --regid={gid} --clear-groups env -i HOME={h} \
+         XDG_RUNTIME_DIR={h}/run PATH={bin}:/usr/sbin:/usr/bin:/sbin:/bin \
+         NVIDIA_CTK_CONFIG_FILE_PATH={config} DOCKERD_ROOTLESS_ROOTLESSKIT_NET=host \
+         DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER=none DOCKERD_ROOTLESS_ROOTLESSKIT_MTU=0 \
+         {ROOTLESS_DOCKERD} --data-root {h}/data --exec-root {h}/exec -H unix://{h}/run/d.sock \
+         --pidfile {h}/pid --iptables=false --ip6tables=false --bridge=none \
+         --storage-driver=vfs >{h}/dockerd.log 2>&1 &\n\
+         for i in $(seq 600); do {docker} version >/dev/null 2>&1 && break; sleep 0.1; done\n\
+         {docker} info 2>/dev/null | grep -q rootless || {{ cat {h}/dockerd.log >&2; exit 3; }}\n\
+         tar -C {rootfs} -c . | {docker} import - nvbox-rootless >/dev/null\n\
+         {docker} run --rm --network none --gpus all nvbox-rootless sh -c \"$1\"",
+        bin = applet_dir().display(),
+        config = config.display(),
+        rootfs = rootfs.display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--pid", "--fork"])
+        .args(["--mount-proc", "sh", "-c", &script, "sh", ROOTLESS_PROBE])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_rootless_gpus(host, uid, &out);
+}

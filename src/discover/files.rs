@@ -3,10 +3,11 @@
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 
-use super::elf::read_elf;
+use super::elf::read_elf_file;
 use super::ldcache::{self, LdCache};
 use super::root::RootDir;
 use super::tables::{self, Group};
@@ -163,7 +164,9 @@ pub fn select_cdi_libraries(
         let any_version = named(tables::CDI_ANY_VERSION_LIBRARIES)
             || (explicit && named(tables::CDI_EXPLICIT_LIBRARIES));
         let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
-        if !dirs.contains(&dir) {
+        // The tables' libraries were chosen (or refused) already: no need to open them again.
+        let tabled = tables::LIBRARIES.iter().any(|(p, _)| soname.starts_with(p));
+        if tabled || !dirs.contains(&dir) {
             continue;
         }
         let found = match root.open_read(path) {
@@ -207,20 +210,20 @@ fn accept_library(found: super::root::Found, version: &str, prefix: &str) -> Res
         info!("skipping {}", found.path);
         return Ok(false);
     }
-    let is_tls = prefix == tables::TLS_LIBRARY_PREFIX;
-    // Only the TLS check needs more than the header; its library is small.
-    let limit = if is_tls { 1 << 20 } else { 64 };
-    let mut head = Vec::with_capacity(limit.min(4096));
-    std::fs::File::from(found.fd)
-        .take(limit as u64)
-        .read_to_end(&mut head)
-        .map_err(|e| anyhow!("read failed: {}: {}", found.path, lower_io(&e)))?;
-    if !head.starts_with(b"\x7fELF") {
+    let file = std::fs::File::from(found.fd);
+    let mut magic = [0u8; 4];
+    let is_elf = match file.read_exact_at(&mut magic, 0) {
+        Ok(()) => &magic == b"\x7fELF",
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
+        Err(e) => bail!("read failed: {}: {}", found.path, lower_io(&e)),
+    };
+    if !is_elf {
         warn!("skipping {}: not an ELF file", found.path);
         return Ok(false);
     }
-    if is_tls {
-        let tag = read_elf(&head).ok().and_then(|e| e.abi_tag);
+    // Only the TLS library is told apart by more than its name: its ABI note.
+    if prefix == tables::TLS_LIBRARY_PREFIX {
+        let tag = read_elf_file(&file).ok().and_then(|e| e.abi_tag);
         if tag != Some(tables::TLS_ABI_TAG) {
             info!("skipping {}: not the new TLS ABI", found.path);
             return Ok(false);

@@ -6,10 +6,9 @@
 //! them.
 
 use std::collections::HashMap;
-use std::io::Read;
 
 use super::Roots;
-use super::elf::read_elf;
+use super::elf::read_elf_file;
 use super::files::Library;
 use super::gpus::Gpu;
 use super::root::RootDir;
@@ -367,15 +366,9 @@ fn version_key(name: &str) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-/// The DT_SONAME of a small library (EGL platform libraries are tens of KiB; at most 1 MiB is
-/// read, and a soname past it falls back to the name's major version).
+/// The DT_SONAME of a library, from the bounded ELF reader.
 fn read_soname(found: super::root::Found) -> Option<String> {
-    let mut data = Vec::new();
-    std::fs::File::from(found.fd)
-        .take(1 << 20)
-        .read_to_end(&mut data)
-        .ok()?;
-    read_elf(&data).ok()?.soname
+    read_elf_file(&std::fs::File::from(found.fd)).ok()?.soname
 }
 
 /// Each GPU's DRM nodes: the names under `/sys/bus/pci/devices/<bus>/drm` that are character

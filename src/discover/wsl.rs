@@ -14,7 +14,7 @@ use anyhow::{Result, anyhow, bail};
 
 use super::Roots;
 use super::devices::{DeviceNode, find_node};
-use super::elf::read_elf;
+use super::elf::read_elf_file;
 use super::root::{Found, RootDir};
 
 pub const DXG: &str = "/dev/dxg";
@@ -256,29 +256,11 @@ fn wsl_file(f: Found) -> WslFile {
     }
 }
 
-/// The DT_SONAME of a shared object (its name when it has none); `None` when not ELF. The first
-/// 64 KiB hold the dynamic section of most libraries; up to 1 MiB is read for the others, never
-/// the whole file (the store's libraries are 20-90 MB).
+/// The DT_SONAME of a shared object (its name when it has none); `None` when not ELF. The
+/// bounded ELF reader reads headers only: the dynamic section lies near the end of the file.
 pub fn read_soname(fd: OwnedFd, name: &str) -> Option<String> {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::from(fd);
-    let size = file.metadata().ok()?.len();
-    let mut info = None;
-    for want in [64 << 10, 1 << 20] {
-        let mut head = vec![0u8; size.min(want) as usize];
-        file.read_exact_at(&mut head, 0).ok()?;
-        if !head.starts_with(b"\x7fELF") {
-            return None;
-        }
-        if let Ok(i) = read_elf(&head) {
-            info = Some(i);
-            break;
-        }
-        if size <= want {
-            return None;
-        }
-    }
-    Some(info?.soname.unwrap_or_else(|| name.to_owned()))
+    let info = read_elf_file(&std::fs::File::from(fd)).ok()?;
+    Some(info.soname.unwrap_or_else(|| name.to_owned()))
 }
 
 #[cfg(test)]

@@ -1,13 +1,12 @@
 //! Where things go in a container, probed in its rootfs (reference libnvidia-container.md §5.2
 //! "Directory selection"), and the CUDA forward-compat libraries the image ships.
 
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
 
-use crate::discover::elf::read_elf;
+use crate::discover::elf::read_elf_file;
 use crate::discover::files::lower_io;
 use crate::discover::root::RootDir;
 use crate::plan::Layout;
@@ -85,12 +84,11 @@ fn find_compat_libs(root: &RootDir) -> Vec<(String, String)> {
             continue;
         }
         let path = found.path.clone();
-        let mut head = Vec::new();
-        let _ = std::fs::File::from(found.fd)
-            .take(1 << 20)
-            .read_to_end(&mut head);
         let file = path.rsplit('/').next().unwrap_or(&path).to_owned();
-        let soname = read_elf(&head).ok().and_then(|e| e.soname).unwrap_or(file);
+        let soname = read_elf_file(&std::fs::File::from(found.fd))
+            .ok()
+            .and_then(|e| e.soname)
+            .unwrap_or(file);
         libs.push((path, soname));
     }
     libs

@@ -1,5 +1,6 @@
 //! The user-space side of a simulated host: what the driver packages install — libraries (valid
-//! ELF shared objects with the real sonames), soname links, an ld.so.cache (our writer, in the
+//! ELF shared objects with the real sonames, at their real sizes and layouts as sparse files),
+//! soname links, an ld.so.cache (our writer, in the
 //! format glibc's ldconfig writes), binaries, GSP firmware, the persistenced socket.
 
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -8,8 +9,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::Spec;
-use super::elf::{Machine, shared_object};
+use super::elf::{Machine, library_image, shared_object};
 use super::host::{MockGpu, write};
+use super::layouts;
 use crate::discover::ldcache::{
     FLAG_AARCH64_LIB64, FLAG_ELF_LIBC6, FLAG_X8664_LIB64, OwnedEntry, write_cache,
 };
@@ -120,10 +122,13 @@ pub fn write_driver_files(spec: &Spec, gpus: &[MockGpu]) -> Result<()> {
         }
         for (dir, machine, flags) in dirs {
             let base = spec.dir.join(dir.trim_start_matches('/'));
-            write(
-                &base.join(&file),
-                shared_object(machine, &soname, &["libc.so.6"], abi),
-            )?;
+            let path = base.join(&file);
+            let layout = (!spec.stub_libraries).then(|| layouts::layout(v, prefix));
+            let image = library_image(machine, &soname, &["libc.so.6"], abi, layout.as_ref());
+            std::fs::create_dir_all(&base)?;
+            image
+                .write_to(&path)
+                .with_context(|| format!("write {}", path.display()))?;
             if soname != file {
                 link(&file, &base.join(&soname))?;
             }
@@ -176,14 +181,18 @@ pub fn write_driver_files(spec: &Spec, gpus: &[MockGpu]) -> Result<()> {
     )?;
     write_binaries(spec, gpus)?;
     let fw = spec.dir.join(format!("lib/firmware/nvidia/{v}"));
-    write(
-        &fw.join("gsp_ga10x.bin"),
-        b"nvbox mock GSP firmware ga10x\n",
-    )?;
-    write(
-        &fw.join("gsp_tu10x.bin"),
-        b"nvbox mock GSP firmware tu10x\n",
-    )?;
+    // At their real sizes (Debian's 535.261.03 firmware-nvidia-gsp), sparse past a marker.
+    for (name, size) in [("gsp_ga10x.bin", 38_254_112), ("gsp_tu10x.bin", 23_873_824)] {
+        let marker = format!("nvbox mock GSP firmware {name}\n");
+        write(&fw.join(name), &marker)?;
+        if !spec.stub_libraries {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(fw.join(name))
+                .and_then(|f| f.set_len(size))
+                .with_context(|| format!("extend {name}"))?;
+        }
+    }
     write_persistenced_socket(spec)
 }
 

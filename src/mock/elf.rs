@@ -62,18 +62,90 @@ const ABI_NOTE_SIZE: usize = 12 + 4 + 16;
 /// null symbol, which is what lets ld.so finish dlopen (it sets up symbol lookup unconditionally).
 const HASH_SIZE: usize = 4 * 4;
 
-/// A shared object (ET_DYN) with DT_SONAME = `soname`, one DT_NEEDED per `needed`, and, when
-/// `abi_tag` is given, a GNU `.note.ABI-tag` (PT_NOTE; OS Linux, version major.minor.patch).
-///
-/// I386 objects also get DT_NEEDED `libc.so.6` when `needed` lacks it: ldconfig classifies a 32-bit
-/// x86 object as libc6 only by that dependency (64-bit ones by their machine alone) and lists it
-/// as plain `ELF` otherwise.
+/// Where a real library keeps what its readers look at, as file offsets: its size, the dynamic
+/// string table (and its size: the wanted strings end it, as a linker writes them) and the
+/// dynamic section. Everything else of the file is a hole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub size: u64,
+    pub strtab: u64,
+    pub strsz: u64,
+    pub dynamic: u64,
+}
+
+impl Layout {
+    /// For a library of `size` bytes whose real layout was not measured (the WSL driver store,
+    /// Jetson's): the shape every measured NVIDIA library has, the dynamic string table in the
+    /// first pages and the dynamic section in the last sixteenth of the file.
+    pub fn like_nvidia(size: u64) -> Layout {
+        let size = size.max(0x4000);
+        Layout {
+            size,
+            strtab: 0x800,
+            strsz: 0x800,
+            dynamic: (size - size / 16) & !0xf,
+        }
+    }
+}
+
+/// A library as the pieces of bytes it holds and where: between them, a sparse file has holes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Image {
+    pub size: u64,
+    pub pieces: Vec<(u64, Vec<u8>)>,
+}
+
+impl Image {
+    /// The whole file in memory (stub-size images only).
+    pub fn into_bytes(self) -> Vec<u8> {
+        let mut out = vec![0u8; self.size as usize];
+        for (at, piece) in self.pieces {
+            out[at as usize..at as usize + piece.len()].copy_from_slice(&piece);
+        }
+        out
+    }
+
+    /// Writes the file sparse: its size is set first and only the pieces are written, so a
+    /// 120 MB library takes a few KiB of disk.
+    pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let _ = std::fs::remove_file(path);
+        let file = std::fs::File::create(path)?;
+        file.set_len(self.size)?;
+        for (at, piece) in &self.pieces {
+            file.write_all_at(piece, *at)?;
+        }
+        Ok(())
+    }
+}
+
+/// A stub-size shared object: every piece packed after the other (unit tests, dlopen checks).
 pub fn shared_object(
     machine: Machine,
     soname: &str,
     needed: &[&str],
     abi_tag: Option<[u32; 3]>,
 ) -> Vec<u8> {
+    library_image(machine, soname, needed, abi_tag, None).into_bytes()
+}
+
+/// A shared object (ET_DYN) with DT_SONAME = `soname`, one DT_NEEDED per `needed`, and, when
+/// `abi_tag` is given, a GNU `.note.ABI-tag` (PT_NOTE; OS Linux, version major.minor.patch).
+/// With a `layout`, the dynamic string table and section sit at a real library's offsets, the
+/// section headers end the file at its real size, and a second PT_LOAD (RW, its addresses a
+/// page past its offsets as linkers place the data segment) maps the dynamic section, so
+/// readers must follow the mapping as they do on NVIDIA's files.
+///
+/// I386 objects also get DT_NEEDED `libc.so.6` when `needed` lacks it: ldconfig classifies a 32-bit
+/// x86 object as libc6 only by that dependency (64-bit ones by their machine alone) and lists it
+/// as plain `ELF` otherwise.
+pub fn library_image(
+    machine: Machine,
+    soname: &str,
+    needed: &[&str],
+    abi_tag: Option<[u32; 3]>,
+    layout: Option<&Layout>,
+) -> Image {
     let (class, em, page) = match machine {
         Machine::X86_64 => (ELFCLASS64, EM_X86_64, 0x1000),
         Machine::I386 => (ELFCLASS32, EM_386, 0x1000),
@@ -91,29 +163,55 @@ pub fn shared_object(
     if machine == Machine::I386 && !needed.contains(&"libc.so.6") {
         needed.push("libc.so.6");
     }
-    let mut dynstr = vec![0u8];
-    let needed_at: Vec<usize> = needed.iter().map(|n| add_str(&mut dynstr, n)).collect();
-    let soname_at = add_str(&mut dynstr, soname);
+    let mut strings = Vec::new();
+    let needed_at: Vec<usize> = needed.iter().map(|n| add_str(&mut strings, n)).collect();
+    let soname_at = add_str(&mut strings, soname);
 
     let has_note = abi_tag.is_some();
-    let phnum = 3 + usize::from(has_note);
+    let phnum = 3 + usize::from(has_note) + usize::from(layout.is_some());
     let note_off = ehsize + phnum * phentsize;
     let hash_off = align_up(note_off + if has_note { ABI_NOTE_SIZE } else { 0 }, wsize);
     let dynsym_off = hash_off + HASH_SIZE;
-    let dynstr_off = dynsym_off + symsize;
-    let dynamic_off = align_up(dynstr_off + dynstr.len(), wsize);
+    let head_end = dynsym_off + symsize;
+    // The table starts with its NUL; the wanted strings close it, as a linker leaves them.
+    let (dynstr_off, dynstr_size) = match layout {
+        Some(l) => (l.strtab as usize, l.strsz as usize),
+        None => (head_end, strings.len() + 1),
+    };
+    assert!(
+        dynstr_off >= head_end && dynstr_size > strings.len(),
+        "layout leaves no room for the headers and strings"
+    );
+    let strings_off = dynstr_size - strings.len();
+    let dynamic_off = match layout {
+        Some(l) => l.dynamic as usize,
+        None => align_up(dynstr_off + dynstr_size, wsize),
+    };
+    // Where the RW segment starts, and how far its addresses lie past its offsets.
+    let (rw_off, shift) = match layout {
+        Some(_) => (dynamic_off / page * page, page),
+        None => (0, 0),
+    };
+    assert!(
+        layout.is_none() || dynstr_off + dynstr_size <= rw_off,
+        "the string table must lie in the read-only segment"
+    );
 
-    let mut dynamic: Vec<(usize, usize)> = needed_at.iter().map(|&at| (DT_NEEDED, at)).collect();
+    let mut dynamic: Vec<(usize, usize)> = needed_at
+        .iter()
+        .map(|&at| (DT_NEEDED, strings_off + at))
+        .collect();
     dynamic.extend([
-        (DT_SONAME, soname_at),
+        (DT_SONAME, strings_off + soname_at),
         (DT_HASH, hash_off),
         (DT_STRTAB, dynstr_off),
         (DT_SYMTAB, dynsym_off),
-        (DT_STRSZ, dynstr.len()),
+        (DT_STRSZ, dynstr_size),
         (DT_SYMENT, symsize),
         (DT_NULL, 0),
     ]);
     let dynamic_size = dynamic.len() * dynsize;
+    assert!(dynamic_off >= dynstr_off + dynstr_size, "layout overlap");
 
     // .shstrtab comes last, so its own size is known before its header is written.
     let mut names: Vec<&str> = vec![".hash", ".dynsym", ".dynstr", ".dynamic", ".shstrtab"];
@@ -122,11 +220,24 @@ pub fn shared_object(
     }
     let mut shstrtab = vec![0u8];
     let name_at: Vec<usize> = names.iter().map(|n| add_str(&mut shstrtab, n)).collect();
-    let shstrtab_off = dynamic_off + dynamic_size;
+    let shnum = names.len() + 1;
+    // Real libraries end with the section headers; .shstrtab comes right before them.
+    let (shstrtab_off, shoff) = match layout {
+        Some(l) => {
+            let shoff = (l.size as usize - shnum * shentsize) / wsize * wsize;
+            (shoff - shstrtab.len(), shoff)
+        }
+        None => {
+            let at = dynamic_off + dynamic_size;
+            (at, align_up(at + shstrtab.len(), wsize))
+        }
+    };
+    assert!(shstrtab_off >= dynamic_off + dynamic_size, "layout overlap");
+    let total = layout.map_or(shoff + shnum * shentsize, |l| l.size as usize);
     let mut sections = vec![
         (SHT_HASH, hash_off, HASH_SIZE),
         (SHT_DYNSYM, dynsym_off, symsize),
-        (SHT_STRTAB, dynstr_off, dynstr.len()),
+        (SHT_STRTAB, dynstr_off, dynstr_size),
         (SHT_DYNAMIC, dynamic_off, dynamic_size),
         (SHT_STRTAB, shstrtab_off, shstrtab.len()),
     ];
@@ -137,14 +248,8 @@ pub fn shared_object(
     let dynsym_idx = names.len() as u32 - 3;
     let dynstr_idx = dynsym_idx + 1;
     let shstrndx = names.len();
-    let shoff = align_up(shstrtab_off + shstrtab.len(), wsize);
-    let shnum = names.len() + 1;
-    let total = shoff + shnum * shentsize;
 
-    let mut out = Out {
-        buf: Vec::with_capacity(total),
-        is64,
-    };
+    let mut out = Out::new(is64);
     out.bytes(b"\x7fELF");
     out.bytes(&[class, ELFDATA2LSB, EV_CURRENT, ELFOSABI_NONE]);
     out.pad_to(EI_NIDENT);
@@ -159,16 +264,29 @@ pub fn shared_object(
         out.u16(v as u16);
     }
 
-    // One RW segment for the whole file: ld.so adds the load address to .dynamic's pointers in
-    // place (glibc >= 2.35 skips that only when PT_DYNAMIC lacks PF_W), so a read-only one faults.
-    out.phdr(PT_LOAD, PF_R | PF_W, 0, total, page);
-    out.phdr(PT_DYNAMIC, PF_R | PF_W, dynamic_off, dynamic_size, wsize);
+    // ld.so adds the load address to .dynamic's pointers in place (glibc >= 2.35 skips that only
+    // when PT_DYNAMIC lacks PF_W), so the segment holding it must be writable.
+    if layout.is_some() {
+        out.phdr(PT_LOAD, PF_R, 0, 0, rw_off, page);
+        let rw_size = dynamic_off + dynamic_size - rw_off;
+        out.phdr(PT_LOAD, PF_R | PF_W, rw_off, shift, rw_size, page);
+    } else {
+        out.phdr(PT_LOAD, PF_R | PF_W, 0, 0, total, page);
+    }
+    out.phdr(
+        PT_DYNAMIC,
+        PF_R | PF_W,
+        dynamic_off,
+        shift,
+        dynamic_size,
+        wsize,
+    );
     if has_note {
-        out.phdr(PT_NOTE, PF_R, note_off, ABI_NOTE_SIZE, 4);
+        out.phdr(PT_NOTE, PF_R, note_off, 0, ABI_NOTE_SIZE, 4);
     }
     // Without PT_GNU_STACK ld.so assumes the object needs an executable stack: older glibc then
     // makes every thread stack executable during dlopen, newer glibc refuses the object.
-    out.phdr(PT_GNU_STACK, PF_R | PF_W, 0, 0, 16);
+    out.phdr(PT_GNU_STACK, PF_R | PF_W, 0, 0, 0, 16);
 
     if let Some([major, minor, patch]) = abi_tag {
         out.pad_to(note_off);
@@ -184,15 +302,21 @@ pub fn shared_object(
     for v in [1, 1, 0, 0] {
         out.u32(v);
     }
-    out.pad_to(dynsym_off + symsize); // the null symbol is all zeros
-    out.bytes(&dynstr);
-    out.pad_to(dynamic_off);
+    out.pad_to(head_end); // the null symbol is all zeros
+    let mut pieces = vec![(0, out.take())];
+
+    out.bytes(&strings);
+    pieces.push(((dynstr_off + strings_off) as u64, out.take()));
+
+    // The tables they point to lie in the first segment, where addresses equal offsets.
     for (tag, val) in dynamic {
         out.word(tag);
         out.word(val);
     }
+    pieces.push((dynamic_off as u64, out.take()));
+
     out.bytes(&shstrtab);
-    out.pad_to(shoff + shentsize); // section 0 is all zeros
+    out.pad_to(shoff - shstrtab_off + shentsize); // section 0 is all zeros
     for (&name, (sh_type, off, size)) in name_at.iter().zip(sections) {
         let alloc = off != shstrtab_off;
         let (flags, link, info, align, entsize) = match sh_type {
@@ -204,10 +328,15 @@ pub fn shared_object(
             _ if alloc => (SHF_ALLOC, 0, 0, 1, 0),
             _ => (0, 0, 0, 1, 0),
         };
+        let addr = match sh_type {
+            SHT_DYNAMIC => off + shift,
+            _ if alloc => off,
+            _ => 0,
+        };
         out.u32(name as u32);
         out.u32(sh_type);
         out.word(flags);
-        out.word(if alloc { off } else { 0 });
+        out.word(addr);
         out.word(off);
         out.word(size);
         out.u32(link);
@@ -215,8 +344,11 @@ pub fn shared_object(
         out.word(align);
         out.word(entsize);
     }
-    debug_assert_eq!(out.buf.len(), total);
-    out.buf
+    pieces.push((shstrtab_off as u64, out.take()));
+    Image {
+        size: total as u64,
+        pieces,
+    }
 }
 
 fn add_str(table: &mut Vec<u8>, s: &str) -> usize {
@@ -237,6 +369,16 @@ struct Out {
 }
 
 impl Out {
+    fn new(is64: bool) -> Self {
+        Out {
+            buf: Vec::new(),
+            is64,
+        }
+    }
+    /// The piece written so far; the next one starts at its own offset 0.
+    fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
     fn bytes(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
     }
@@ -257,13 +399,21 @@ impl Out {
         debug_assert!(self.buf.len() <= off, "layout overlap at {off}");
         self.buf.resize(off, 0);
     }
-    /// Addresses equal offsets, so p_offset, p_vaddr and p_paddr are one value, as are the sizes.
-    fn phdr(&mut self, p_type: u32, flags: u32, off: usize, size: usize, align: usize) {
+    /// p_vaddr and p_paddr are the offset plus `shift`; p_filesz and p_memsz are one value.
+    fn phdr(
+        &mut self,
+        p_type: u32,
+        flags: u32,
+        off: usize,
+        shift: usize,
+        size: usize,
+        align: usize,
+    ) {
         self.u32(p_type);
         if self.is64 {
             self.u32(flags);
         }
-        for v in [off, off, off, size, size] {
+        for v in [off, off + shift, off + shift, size, size] {
             self.word(v);
         }
         if !self.is64 {

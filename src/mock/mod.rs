@@ -7,6 +7,7 @@ pub mod elf;
 mod gated;
 pub mod graphics;
 mod host;
+mod layouts;
 mod tegra;
 mod wsl;
 
@@ -108,6 +109,8 @@ pub struct Spec {
     pub mig: u32,
     /// Skip libraries/binaries/firmware/ld.so.cache (for hosts built from real driver packages).
     pub driver_files: bool,
+    /// Libraries and firmware of a few hundred bytes instead of their real sizes and layouts.
+    pub stub_libraries: bool,
     /// Mode and group of the device nodes: the driver's 0666 root, or e.g. 0660 video (44)
     /// as `NVreg_DeviceFileMode`/`NVreg_DeviceFileGID` make them on hardened hosts.
     pub dev_mode: u32,
@@ -164,6 +167,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
     let mut platform = Platform::Dgpu;
     let mut mig = 0u32;
     let mut driver_files = true;
+    let mut stub_libraries = false;
     let mut dev_mode = 0o666;
     let mut dev_group = 0;
     let mut var_run_link = true;
@@ -179,6 +183,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
             Long("thor") => platform = Platform::Thor,
             Long("mig") => mig = parser.value()?.parse().map_err(flat)?,
             Long("no-driver-files") => driver_files = false,
+            Long("stub-libraries") => stub_libraries = true,
             Long("dev-mode") => {
                 let v = parser.value()?.string()?;
                 dev_mode = u32::from_str_radix(&v, 8)
@@ -234,6 +239,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Option<Spec>> {
         driver_version: version,
         mig,
         driver_files,
+        stub_libraries,
         dev_mode,
         dev_group,
         var_run_link,
@@ -329,7 +335,7 @@ fn toml_string(p: &Path) -> String {
 const HELP: &str = "Usage: nvbox mock DIR [OPTION...]
 Write a simulated GPU host into DIR: procfs (/proc/driver/nvidia, /proc/devices), sysfs
 (/sys/bus/pci/devices), device nodes (/dev/nvidia*, needs root), driver libraries as valid ELF
-shared objects with their soname links, an ld.so.cache, driver binaries and GSP firmware.
+shared objects at their real sizes and layouts (sparse) with their soname links, an ld.so.cache, driver binaries and GSP firmware.
 DIR serves as the driver, dev, proc and sys root at once. Prints the config.toml that points
 nvbox at it.
 
@@ -350,6 +356,8 @@ nvbox at it.
                            (0000:01:00.0) and a discrete GPU, /dev/nvidia0-2, the CSV files
   --no-driver-files        only the kernel side (procfs, sysfs, /dev): for a driver root
                            made from real driver packages
+  --stub-libraries         driver libraries and firmware of a few hundred bytes instead of
+                           their real sizes and layouts (sparse files, no disk used)
   --dev-mode MODE          octal mode of the device nodes (default 0666, the driver's)
   --dev-group GID          group of the device nodes (default 0; 44 is video on Debian)
   --no-var-run-link        no /var/run -> /run link: IPC sockets only under /run

@@ -14,7 +14,7 @@ use nix::errno::Errno;
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 
 use super::Spec;
-use super::elf::{Machine, shared_object};
+use super::elf::{Layout, Machine, library_image};
 use super::host::write;
 
 pub const CSV_DIR: &str = "/etc/nvidia-container-runtime/host-files-for-container.d";
@@ -197,15 +197,17 @@ fn write_libraries(dir: &Path, v: &str) -> Result<()> {
     for (file, soname, size) in LIBRARIES {
         let file = file.replace("{v}", v);
         let path = libs.join(&file);
-        write(
-            &path,
-            shared_object(native_machine(), soname, &["libc.so.6"], None),
-        )?;
-        std::fs::File::options()
-            .write(true)
-            .open(&path)?
-            .set_len(*size)
-            .with_context(|| format!("extend {}", path.display()))?;
+        std::fs::create_dir_all(&libs)?;
+        let layout = Layout::like_nvidia(*size);
+        library_image(
+            native_machine(),
+            soname,
+            &["libc.so.6"],
+            None,
+            Some(&layout),
+        )
+        .write_to(&path)
+        .with_context(|| format!("write {}", path.display()))?;
     }
     for (link, target) in LINKS {
         let at = libs.join(link);

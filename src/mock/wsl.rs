@@ -14,7 +14,7 @@ use nix::errno::Errno;
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 
 use super::Spec;
-use super::elf::{Machine, shared_object};
+use super::elf::{Layout, Machine, library_image};
 use super::host::write;
 
 /// `/dev/dxg`: misc major 10 with the minor the misc driver handed out (dynamic).
@@ -158,20 +158,27 @@ fn write_dxg(dir: &Path, notes: &mut Vec<String>) -> Result<()> {
     }
 }
 
-/// An ELF shared object with its soname (or an opaque blob), extended with a hole to `size`.
+/// An ELF shared object with its soname, at its size with NVIDIA's layout (or an opaque blob
+/// extended with a hole to `size`).
 fn write_file(path: &Path, soname: Option<&str>, size: u64) -> Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let bytes = if name.contains(".so") {
-        shared_object(
+    if name.contains(".so") {
+        let soname = soname.unwrap_or(&name);
+        let layout = Layout::like_nvidia(size);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        return library_image(
             native_machine(),
-            soname.unwrap_or(&name),
+            soname,
             &["libc.so.6"],
             None,
+            Some(&layout),
         )
-    } else {
-        format!("nvbox mock {name}\n").into_bytes()
-    };
-    write(path, bytes)?;
+        .write_to(path)
+        .with_context(|| format!("write {}", path.display()));
+    }
+    write(path, format!("nvbox mock {name}\n"))?;
     let f = std::fs::File::options().write(true).open(path)?;
     f.set_len(size)
         .with_context(|| format!("extend {}", path.display()))

@@ -362,13 +362,20 @@ pub fn driver_links(host: &Host) -> [Vec<(String, String)>; 2] {
             list.push((target.to_owned(), link));
         }
     };
+    // The symlinks of each library directory, listed once (d_type, no stat per name).
+    let mut links_in: Vec<(String, Vec<String>)> = Vec::new();
     for lib in &host.libs {
         let dir = parent(&lib.path);
         let file = lib.path.rsplit('/').next().unwrap_or(&lib.path);
-        let on_host = |name: &str| {
-            let p = under(&host.roots.driver, &format!("{dir}/{name}"));
-            std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
-        };
+        if !links_in.iter().any(|(d, _)| d == dir) {
+            links_in.push((dir.to_owned(), symlinks_in(&under(&host.roots.driver, dir))));
+        }
+        let in_dir = &links_in
+            .iter()
+            .find(|(d, _)| d == dir)
+            .expect("listed above")
+            .1;
+        let on_host = |name: &str| in_dir.binary_search_by(|n| n.as_str().cmp(name)).is_ok();
         if file.starts_with("libnvidia-allocator.so.") {
             push(
                 &mut graphics,
@@ -417,6 +424,19 @@ pub fn driver_links(host: &Host) -> [Vec<(String, String)>; 2] {
         }
     }
     [graphics, links]
+}
+
+/// The names of the symlinks in a host directory, sorted (none when it cannot be read).
+fn symlinks_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort_unstable();
+    names
 }
 
 /// Hooks 1–6 of the spec-level edits, in upstream's order.

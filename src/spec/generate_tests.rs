@@ -27,6 +27,7 @@ fn mock_host_with(tag: &str, gpus: usize, mig: u32, graphics: bool) -> (MockHost
         driver_version: mock::DEFAULT_DRIVER_VERSION.to_owned(),
         mig,
         driver_files: true,
+        stub_libraries: false,
         dev_mode: 0o666,
         dev_group: 0,
         var_run_link: true,

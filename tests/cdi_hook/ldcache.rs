@@ -20,7 +20,7 @@ fn seed_libcuda(f: &Fixture, folder: &str) -> String {
         .unwrap();
     let dst = f.root().join(folder.trim_start_matches('/'));
     std::fs::create_dir_all(&dst).unwrap();
-    std::fs::copy(src.join(&name), dst.join(&name)).unwrap();
+    copy_library(&src.join(&name), &dst.join(&name));
     name
 }
 

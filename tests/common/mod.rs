@@ -40,6 +40,24 @@ impl Drop for TempDir {
     }
 }
 
+/// Copies a driver library into an image as `cp --sparse=always` does: the mock's libraries
+/// have their real sizes as holes, and `std::fs::copy` would write every byte of them.
+pub fn copy_library(from: &Path, to: &Path) {
+    let out = std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cp {} {}: {}",
+        from.display(),
+        to.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `nvbox mock DIR ARGS…`, which must succeed.
 pub fn mock(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(nvbox())

@@ -6,7 +6,7 @@
 
 use crate::common::container::*;
 use crate::common::engines::*;
-use crate::common::{TempDir, command, is_root, mock, nvbox, skip_or_fail};
+use crate::common::{TempDir, command, copy_library, is_root, mock, nvbox, skip_or_fail};
 use crate::{SmallFs, error_lines, hold_host_mounts};
 use serde_json::json;
 use std::io::Write;
@@ -158,7 +158,7 @@ impl LdRoot {
             .unwrap();
         let libs = fs.dir.join("usr/lib/nvidia");
         std::fs::create_dir_all(&libs).unwrap();
-        std::fs::copy(src.join(&name), libs.join(&name)).unwrap();
+        copy_library(&src.join(&name), &libs.join(&name));
         std::fs::create_dir_all(fs.dir.join("etc")).unwrap();
         std::fs::write(fs.dir.join("etc/debian_version"), "12\n").unwrap();
         LdRoot { dir, fs }

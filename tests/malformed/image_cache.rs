@@ -65,11 +65,10 @@ fn update_ldcache_replaces_a_broken_image_cache() {
         );
         let rootfs = bundle.dir.join("rootfs");
         std::fs::create_dir_all(rootfs.join("usr/lib/nvidia")).unwrap();
-        std::fs::copy(
-            libs.join(&libcuda),
-            rootfs.join("usr/lib/nvidia").join(&libcuda),
-        )
-        .unwrap();
+        copy_library(
+            &libs.join(&libcuda),
+            &rootfs.join("usr/lib/nvidia").join(&libcuda),
+        );
         std::fs::write(rootfs.join("etc/ld.so.cache"), &bytes).unwrap();
         let state = bundle.state(std::process::id() as i32);
         let out = run_with(

@@ -7,7 +7,6 @@
 use std::cmp::Ordering;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 
 use anyhow::{Result, anyhow};
 use nix::errno::Errno;
@@ -16,6 +15,7 @@ use nix::sys::stat::Mode;
 use serde_json::Value;
 
 use super::{Args, random_suffix};
+use crate::discover::elf::read_section_note;
 use crate::discover::root::open_regular_in_root;
 use crate::live::rootfs::Rootfs;
 
@@ -159,8 +159,7 @@ fn write_conf(root: &Rootfs, compat_root: &str) -> Result<()> {
         .map_err(|e| anyhow!("failed to write {CONF_DIR}/{name}: {e}"))
 }
 
-/// The `.note.cuda.fwd_compatibility` section, read with positioned reads of the headers only
-/// (the library is tens of megabytes). `None` when the file has no such note.
+/// The `.note.cuda.fwd_compatibility` note. `None` when the file has no such note.
 pub fn read_compat_note(file: &File) -> Option<CompatNote> {
     let desc = find_note(file)?;
     let text = String::from_utf8_lossy(&desc);
@@ -190,84 +189,12 @@ pub fn read_compat_note(file: &File) -> Option<CompatNote> {
     })
 }
 
-fn read_at(file: &File, offset: u64, len: u64) -> Option<Vec<u8>> {
-    // The note and the section headers are small; anything bigger is not what we look for.
-    if len > 1 << 20 {
-        return None;
-    }
-    let mut buf = vec![0u8; usize::try_from(len).ok()?];
-    file.read_exact_at(&mut buf, offset).ok()?;
-    Some(buf)
-}
-
-fn le(b: &[u8], at: usize, width: usize) -> Option<u64> {
-    let s = b.get(at..at.checked_add(width)?)?;
-    Some(
-        s.iter()
-            .rev()
-            .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
-    )
-}
-
-/// The descriptor of the first NVIDIA note in the named section (little-endian ELF, both classes).
+/// The descriptor of NVIDIA's note in the forward-compat section, through the one bounded ELF
+/// reader (a few positioned reads; the library is tens of megabytes).
 fn find_note(file: &File) -> Option<Vec<u8>> {
-    let ehdr = read_at(file, 0, 64)?;
-    if !ehdr.starts_with(b"\x7fELF") || ehdr[5] != 1 {
-        return None;
-    }
-    let class64 = match ehdr[4] {
-        2 => true,
-        1 => false,
-        _ => return None,
-    };
-    // e_shoff, e_shentsize (e_shnum, e_shstrndx follow); sh_offset, sh_size, sh_addralign.
-    let (shoff, entsize_at, w, off_at, size_at, align_at) = if class64 {
-        (le(&ehdr, 40, 8)?, 58, 8, 24, 32, 48)
-    } else {
-        (le(&ehdr, 32, 4)?, 46, 4, 16, 20, 32)
-    };
-    let entsize = le(&ehdr, entsize_at, 2)?;
-    let shnum = le(&ehdr, entsize_at + 2, 2)?;
-    let shstrndx = le(&ehdr, entsize_at + 4, 2)?;
-    if entsize < if class64 { 64 } else { 40 } || shnum == 0 {
-        return None;
-    }
-    let table = read_at(file, shoff, entsize.checked_mul(shnum)?)?;
-    let sh = |i: u64| table.get(usize::try_from(i * entsize).ok()?..);
-    let field = |i: u64, at: usize, width: usize| le(sh(i)?, at, width);
-    let strtab = read_at(
-        file,
-        field(shstrndx, off_at, w)?,
-        field(shstrndx, size_at, w)?,
-    )?;
-    for i in 0..shnum {
-        let name_at = usize::try_from(field(i, 0, 4)?).ok()?;
-        let name = strtab.get(name_at..)?;
-        let name = &name[..name.iter().position(|&b| b == 0)?];
-        if name != NOTE_SECTION.as_bytes() {
-            continue;
-        }
-        let notes = read_at(file, field(i, off_at, w)?, field(i, size_at, w)?)?;
-        let align = if field(i, align_at, w)? == 8 { 8 } else { 4 };
-        return owner_desc(&notes, align);
-    }
-    None
-}
-
-fn owner_desc(mut notes: &[u8], align: usize) -> Option<Vec<u8>> {
-    let pad = |n: usize| n.checked_add(align - 1).map(|n| n & !(align - 1));
-    while notes.len() >= 12 {
-        let namesz = usize::try_from(le(notes, 0, 4)?).ok()?;
-        let descsz = usize::try_from(le(notes, 4, 4)?).ok()?;
-        let name = notes.get(12..12usize.checked_add(namesz)?)?;
-        let desc_at = 12 + pad(namesz)?;
-        let desc = notes.get(desc_at..desc_at.checked_add(descsz)?)?;
-        if name.strip_suffix(b"\0").unwrap_or(name) == NOTE_OWNER.as_bytes() {
-            return Some(desc.to_vec());
-        }
-        notes = notes.get(desc_at + pad(descsz)?..)?;
-    }
-    None
+    read_section_note(file, NOTE_SECTION, NOTE_OWNER)
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
@@ -19,7 +18,7 @@ use nix::sys::stat::{Mode, SFlag, fstat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use super::{Args, random_suffix};
-use crate::discover::elf::{ElfInfo, read_elf};
+use crate::discover::elf::{ElfInfo, read_elf_file};
 use crate::discover::ldcache::{self as cache, compare_sonames};
 use crate::discover::root::{open_regular_in_root, reopen_readable};
 use crate::live::ldcache::update_cache;
@@ -426,29 +425,9 @@ fn scan_folder(root: &Rootfs, folder: &str) -> Vec<CacheEntry> {
     out
 }
 
-/// The ELF facts of a regular file; the dynamic section usually lies in the first megabyte,
-/// and the whole file (bounded) is read only when it does not.
+/// The ELF facts of a regular file, from a few positioned reads of its headers.
 fn read_library(fd: OwnedFd) -> Option<ElfInfo> {
-    let st = fstat(&fd).ok()?;
-    if kind(&st) != SFlag::S_IFREG {
-        return None;
-    }
-    let file = File::from(fd);
-    let size = u64::try_from(st.st_size).ok()?;
-    let mut head = vec![0u8; size.min(1 << 20) as usize];
-    file.read_exact_at(&mut head, 0).ok()?;
-    if !head.starts_with(b"\x7fELF") {
-        return None;
-    }
-    match read_elf(&head) {
-        Ok(info) => Some(info),
-        Err(_) if size > head.len() as u64 && size <= 1 << 30 => {
-            let mut all = vec![0u8; size as usize];
-            file.read_exact_at(&mut all, 0).ok()?;
-            read_elf(&all).ok()
-        }
-        Err(_) => None,
-    }
+    read_elf_file(&File::from(fd)).ok()
 }
 
 /// The cache's flags for a library: ELF/libc6 plus the word-size tag ld.so matches.
