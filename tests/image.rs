@@ -4,7 +4,8 @@
 //! and the Operator's mounts and environment against a host directory and a simulated 8-GPU
 //! host. The toolkit it leaves on the "host" then runs a GPU container through real runc, a real
 //! containerd started on the config it wrote lists the `nvidia` runtimes and runs a CRI pod on
-//! that handler, and `docker stop` leaves the containerd config as it was.
+//! that handler, and `docker stop` leaves the containerd config as it was. The Kubernetes
+//! manifests (deploy/kubernetes) are checked against what the installer reads.
 
 #[allow(dead_code)]
 #[path = "cri/api.rs"]
@@ -230,4 +231,61 @@ fn toolkit_image_as_the_operator_runs_it() {
     assert_eq!(std::fs::read_to_string(&top).unwrap(), before);
     assert!(!drop_in_host.exists());
     assert!(!d.join("run/nvidia/toolkit/toolkit.pid").exists());
+}
+
+/// deploy/kubernetes: every variable the DaemonSet sets is one the installer reads (or the
+/// container's own NVIDIA_VISIBLE_DEVICES), every path it names is mounted, it runs privileged
+/// in the host's PID namespace, and the RuntimeClasses name the runtimes the installer adds.
+#[test]
+fn kubernetes_manifests_match_the_installer() {
+    use serde::Deserialize;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let help = Command::new(nvbox())
+        .args(["nvidia-ctk-installer", "--help"])
+        .output()
+        .unwrap();
+    let help = stdout(&help);
+    let text = std::fs::read_to_string(dir.join("toolkit-daemonset.yaml")).unwrap();
+    let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .collect();
+    let ds = docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostPID"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["privileged"], true);
+    let mounts: Vec<&str> = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap().trim_end_matches('/'))
+        .collect();
+    for e in c["env"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap();
+        let value = e["value"].as_str().unwrap_or("");
+        assert!(
+            name == "NVIDIA_VISIBLE_DEVICES" || help.contains(&format!("${name}")),
+            "{name} is not an installer variable"
+        );
+        if value.starts_with('/')
+            && value != "/"
+            && !name.ends_with("HOST_PATH")
+            && name != "NVIDIA_DRIVER_ROOT"
+        {
+            assert!(
+                mounts.iter().any(|m| value.starts_with(m)),
+                "{name}={value} is not under a mount: {mounts:?}"
+            );
+        }
+    }
+    let rc = std::fs::read_to_string(dir.join("runtimeclass.yaml")).unwrap();
+    let handlers: Vec<String> = serde_yaml_ng::Deserializer::from_str(&rc)
+        .map(|d| {
+            serde_json::Value::deserialize(d).unwrap()["handler"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(handlers, ["nvidia", "nvidia-cdi", "nvidia-legacy"]);
 }

@@ -8,6 +8,7 @@
 mod engine;
 mod flags;
 mod options;
+mod restart;
 mod toolkit;
 
 use std::ffi::OsString;
@@ -109,7 +110,7 @@ fn install_and_wait(o: &options::Options, stop: &SigSet) -> Result<()> {
     toolkit::install(o, &low_level)?;
     if !o.no_runtime_config {
         engine::setup(rt, &plan).map_err(|e| anyhow!("unable to setup runtime: {e:#}"))?;
-        engine::restart(rt)
+        restart::restart(rt)
             .map_err(|e| anyhow!("unable to restart {}: {e:#}", rt.engine.name()))?;
         info(&format!("Completed 'setup' for {}", rt.engine.name()));
     }
@@ -123,7 +124,7 @@ fn install_and_wait(o: &options::Options, stop: &SigSet) -> Result<()> {
         && engine::cleanup(rt, &root, &plan)
             .map_err(|e| anyhow!("unable to cleanup runtime: {e:#}"))?
     {
-        engine::restart(rt)
+        restart::restart(rt)
             .map_err(|e| anyhow!("unable to restart {}: {e:#}", rt.engine.name()))?;
         info(&format!("Completed 'cleanup' for {}", rt.engine.name()));
     }
