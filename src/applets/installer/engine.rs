@@ -420,3 +420,90 @@ fn revert_containerd(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::applets::installer::{flags, options};
+
+    fn runtime_options(env: &[(&str, &str)]) -> RuntimeOptions {
+        let v = flags::parse(Vec::new(), |k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap()
+        .unwrap();
+        options::build(&v).unwrap().runtime
+    }
+
+    #[test]
+    fn a_mode_runtime_name_keeps_nvidia_and_is_the_default() {
+        let o = runtime_options(&[("NVIDIA_RUNTIME_NAME", "nvidia-cdi")]);
+        let got = runtimes(&o, Path::new("/t"));
+        let names: Vec<(&str, bool)> = got.iter().map(|(n, _, d)| (n.as_str(), *d)).collect();
+        assert_eq!(
+            names,
+            [
+                ("nvidia", false),
+                ("nvidia-cdi", true),
+                ("nvidia-legacy", false)
+            ]
+        );
+        assert_eq!(got[1].1, "/t/nvidia-container-runtime.cdi");
+        let o = runtime_options(&[("CONTAINERD_SET_AS_DEFAULT", "false")]);
+        assert!(runtimes(&o, Path::new("/t")).iter().all(|(_, _, d)| !d));
+    }
+
+    #[test]
+    fn the_import_names_the_host_path_of_the_drop_in() {
+        let o = runtime_options(&[
+            ("RUNTIME", "containerd"),
+            ("RUNTIME_CONFIG", "/runtime/config-dir/config.toml"),
+            (
+                "RUNTIME_DROP_IN_CONFIG",
+                "/runtime/config-dir.d/99-nvidia.toml",
+            ),
+            (
+                "RUNTIME_DROP_IN_CONFIG_HOST_PATH",
+                "/etc/containerd/conf.d/99-nvidia.toml",
+            ),
+        ]);
+        let drop_in = o.drop_in.clone().unwrap();
+        assert_eq!(import_entry(&o, &drop_in), "/etc/containerd/conf.d/*.toml");
+        let o = runtime_options(&[("RUNTIME", "containerd")]);
+        let drop_in = o.drop_in.clone().unwrap();
+        assert_eq!(import_entry(&o, &drop_in), "/etc/containerd/conf.d/*.toml");
+    }
+
+    #[test]
+    fn per_runtime_defaults_and_refusals() {
+        let o = runtime_options(&[("RUNTIME", "crio")]);
+        assert_eq!(o.config, Path::new("/etc/crio/crio.conf"));
+        assert_eq!(
+            o.restart,
+            crate::applets::installer::options::Restart::Systemd
+        );
+        let o = runtime_options(&[("RUNTIME", "docker"), ("RUNTIME_DROP_IN_CONFIG", "/x.json")]);
+        assert_eq!(o.drop_in, None);
+        assert_eq!(o.sources, ["file"]);
+        let refuse = |env: &[(&str, &str)]| {
+            let v = flags::parse(Vec::new(), |k| {
+                env.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            })
+            .unwrap()
+            .unwrap();
+            options::build(&v).is_err()
+        };
+        assert!(refuse(&[
+            ("RUNTIME", "crio"),
+            ("RUNTIME_RESTART_MODE", "signal")
+        ]));
+        assert!(refuse(&[("RUNTIME_CONFIG_OVERRIDE", "{\"a\":1}")]));
+        assert!(refuse(&[("CDI_KIND", "nvidia.com")]));
+        assert!(refuse(&[("CREATE_DEVICE_NODES", "all")]));
+        assert!(!refuse(&[("RUNTIME_CONFIG_OVERRIDE", "{}")]));
+    }
+}
