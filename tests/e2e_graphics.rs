@@ -66,7 +66,7 @@ const GLX_LINK: &str = "/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so"
 const EGL_LIBS: &[(&str, &str)] = &[
     ("libnvidia-egl-gbm.so.1.1.0", "libnvidia-egl-gbm.so.1"),
     (
-        "libnvidia-egl-wayland.so.1.1.11",
+        "libnvidia-egl-wayland.so.1.1.10",
         "libnvidia-egl-wayland.so.1",
     ),
     (

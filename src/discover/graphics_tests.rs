@@ -295,3 +295,24 @@ fn drm_nodes_of_each_gpu_with_their_links() {
         ]
     );
 }
+
+/// The soname comes from the ELF (here one no name would give), also from a library laid out
+/// like a real one: its dynamic section at the end, mapped by a second PT_LOAD.
+#[test]
+fn soname_read_from_a_real_layout() {
+    let t = Tree::new("soname");
+    let path = t.0.join("usr/lib64/libnvidia-egl-gbm.so.1.1.0");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let layout = crate::mock::elf::Layout::like_nvidia(68880);
+    crate::mock::elf::library_image(
+        crate::mock::elf::Machine::X86_64,
+        "libnvidia-egl-gbm.so.7",
+        &["libc.so.6"],
+        None,
+        Some(&layout),
+    )
+    .write_to(&path)
+    .unwrap();
+    let g = t.read(&[], &[]);
+    assert_eq!(g.libs[0].soname, "libnvidia-egl-gbm.so.7");
+}

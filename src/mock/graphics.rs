@@ -13,7 +13,7 @@ use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nix::unistd::{Gid, Uid, chown};
 
 use super::Spec;
-use super::elf::{Machine, shared_object};
+use super::elf::{Layout, Machine, library_image};
 use super::host::{MockGpu, write};
 
 /// The DRM major (fixed in the kernel).
@@ -145,18 +145,49 @@ fn write_configs(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// EGL platform libraries (versioned apart from the driver) and the X.Org modules.
+/// Sizes and layouts (file size, DT_STRTAB offset, DT_STRSZ, dynamic section offset) read with
+/// `readelf -lWd` from Debian bookworm's packages: libnvidia-egl-wayland1 1.1.10-1 and
+/// xserver-xorg-video-nvidia 535.261.03-1. The other EGL platform libraries ship in no bookworm
+/// package and take egl-wayland's layout, their nearest kin.
+const EGL_WAYLAND: Layout = Layout {
+    size: 68880,
+    strtab: 0xc18,
+    strsz: 1868,
+    dynamic: 0xfd70,
+};
+const NVIDIA_DRV: Layout = Layout {
+    size: 6400168,
+    strtab: 0x3248,
+    strsz: 5672,
+    dynamic: 0x606ba0,
+};
+const GLXSERVER: Layout = Layout {
+    size: 12586832,
+    strtab: 0xb68,
+    strsz: 1115,
+    dynamic: 0x9e4d68,
+};
+
+/// EGL platform libraries (versioned apart from the driver) and the X.Org modules, at their
+/// real sizes (sparse) unless `--stub-libraries`.
 fn write_libraries(spec: &Spec) -> Result<()> {
     let (dir, machine) = if std::env::consts::ARCH == "aarch64" {
         ("usr/lib/aarch64-linux-gnu", Machine::Aarch64)
     } else {
         ("usr/lib/x86_64-linux-gnu", Machine::X86_64)
     };
+    let object = |path: &Path, soname: &str, needed: &[&str], layout: &Layout| -> Result<()> {
+        let layout = (!spec.stub_libraries).then_some(layout);
+        std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
+        library_image(machine, soname, needed, None, layout)
+            .write_to(path)
+            .with_context(|| format!("write {}", path.display()))
+    };
     let lib = spec.dir.join(dir);
     for (file, soname) in [
         ("libnvidia-egl-gbm.so.1.1.0", "libnvidia-egl-gbm.so.1"),
         (
-            "libnvidia-egl-wayland.so.1.1.11",
+            "libnvidia-egl-wayland.so.1.1.10",
             "libnvidia-egl-wayland.so.1",
         ),
         (
@@ -166,21 +197,27 @@ fn write_libraries(spec: &Spec) -> Result<()> {
         ("libnvidia-egl-xcb.so.1.0.0", "libnvidia-egl-xcb.so.1"),
         ("libnvidia-egl-xlib.so.1.0.0", "libnvidia-egl-xlib.so.1"),
     ] {
-        write(
-            &lib.join(file),
-            shared_object(machine, soname, &["libc.so.6"], None),
-        )?;
+        object(&lib.join(file), soname, &["libc.so.6"], &EGL_WAYLAND)?;
         link(file, &lib.join(soname))?;
     }
+    let v = &spec.driver_version;
     let xorg = spec.dir.join("usr/lib/xorg/modules");
-    write(
+    object(
         &xorg.join("drivers/nvidia_drv.so"),
-        shared_object(machine, "nvidia_drv.so", &["libc.so.6"], None),
+        "nvidia_drv.so",
+        &["libc.so.6"],
+        &NVIDIA_DRV,
     )?;
-    let glx = format!("libglxserver_nvidia.so.{}", spec.driver_version);
-    write(
+    let glx = format!("libglxserver_nvidia.so.{v}");
+    let core = [
+        format!("libnvidia-tls.so.{v}"),
+        format!("libnvidia-glcore.so.{v}"),
+    ];
+    object(
         &xorg.join("extensions").join(&glx),
-        shared_object(machine, "libglxserver_nvidia.so.1", &["libc.so.6"], None),
+        "libglxserver_nvidia.so.1",
+        &[&core[0], &core[1], "libc.so.6"],
+        &GLXSERVER,
     )?;
     link(&glx, &xorg.join("extensions/libglxserver_nvidia.so"))?;
     let xconfig = spec.dir.join("usr/bin/nvidia-xconfig");
