@@ -472,12 +472,25 @@ impl Plan {
         };
         for (link, target) in &mut self.symlinks {
             let (dir, name) = link.rsplit_once('/').unwrap_or(("", link.as_str()));
+            // A link in a subdirectory pointing up at a library (`gbm/nvidia-drm_gbm.so ->
+            // ../libnvidia-allocator.so.1`) moves with that library too.
+            let (lib_dir, sub, wanted) = match target.strip_prefix("../") {
+                Some(up) => match dir.rsplit_once('/') {
+                    Some((parent, sub)) => (parent, Some(sub), up),
+                    None => (dir, None, target.as_str()),
+                },
+                None => (dir, None, target.as_str()),
+            };
             let lib = self
                 .cache
                 .iter()
-                .find(|c| c.dir == dir && (c.soname == *target || c.file == *target));
+                .find(|c| c.dir == lib_dir && (c.soname == wanted || c.file == wanted));
             if let Some(d) = lib.and_then(|c| new_dir(&c.dir, &c.file)) {
-                *link = format!("{}/{name}", d.trim_end_matches('/'));
+                let d = d.trim_end_matches('/');
+                *link = match sub {
+                    Some(sub) => format!("{d}/{sub}/{name}"),
+                    None => format!("{d}/{name}"),
+                };
             }
         }
         for c in &mut self.cache {

@@ -102,7 +102,8 @@ fn probe() -> String {
     paths.push("/dev/dri/*".into());
     paths.push("/dev/dri/by-path/*".into());
     s.push_str(&format!(
-        "echo @@stat; stat -c '%n|%F|%t:%T|%s|%N' {} 2>/dev/null; echo @@end",
+        "echo @@stat; stat -c '%n|%F|%t:%T|%s|%N' {} 2>/dev/null; echo @@end; \
+         echo LIB64; ls /usr/lib64/gbm /usr/lib64/libnvidia-egl-* 2>/dev/null",
         paths.join(" ")
     ));
     s
@@ -263,9 +264,13 @@ fn assert_egl_cached(rootfs: &std::path::Path) {
 }
 
 fn run(mode: &str, caps: &str, devices: &str) -> (ShimRun, Bundle) {
+    run_in(mode, caps, devices, true)
+}
+
+fn run_in(mode: &str, caps: &str, devices: &str, debian: bool) -> (ShimRun, Bundle) {
     let host = graphics_host();
     let config = ShimConfig::mode(host, mode);
-    let mut bundle = Bundle::new(true);
+    let mut bundle = Bundle::new(debian);
     bundle.script(&probe());
     bundle.env(&[
         &format!("NVIDIA_VISIBLE_DEVICES={devices}"),
@@ -311,6 +316,23 @@ fn jit_cdi_compute_only_as_upstream() {
     }
     let (run, _bundle) = run("jit-cdi", "compute,utility", "2");
     assert_graphics(graphics_host(), &parse(&run.stdout), &[2]);
+}
+
+/// An image whose library directory is /usr/lib64: jit-cdi mounts the driver's files at their
+/// host paths (upstream 1.20), and the GBM link goes with the allocator library, not to the
+/// image's directory.
+#[test]
+fn jit_cdi_lib64_image() {
+    if !ready() {
+        return;
+    }
+    let (run, _bundle) = run_in("jit-cdi", "all", "0", false);
+    let (probe_out, lib64) = run
+        .stdout
+        .split_once("LIB64\n")
+        .unwrap_or((&run.stdout, ""));
+    assert_graphics(graphics_host(), &parse(probe_out), &[0]);
+    assert_eq!(lib64.trim(), "", "nothing of graphics under /usr/lib64");
 }
 
 /// Two GPUs by index: both GPUs' nodes and links, not the others', not the BMC's card0.
