@@ -353,7 +353,7 @@ pub fn locate_config() -> PathBuf {
 }
 
 /// One readlink and one stat: the installed toolkit's config, when this binary is one.
-fn beside_binary() -> Option<PathBuf> {
+pub fn beside_binary() -> Option<PathBuf> {
     let exe = std::fs::read_link("/proc/self/exe").ok()?;
     let path = exe
         .parent()?

@@ -564,3 +564,40 @@ fn nvidia_toolkit_alias_is_the_installer() {
     let list = Command::new(nvbox()).arg("--list").output().unwrap();
     assert!(!stdout(&list).lines().any(|l| l == "nvidia-toolkit"));
 }
+
+/// Before the driver is loaded (no `/proc/driver/nvidia/version` under the proc root), the
+/// installed runtime runs a GPU request unmodified with a warning, as upstream's installed
+/// wrappers do, so a node whose default runtime is `nvidia` keeps starting pods while its driver
+/// container comes up. The same binary reading another config still fails the request.
+#[test]
+fn installed_runtime_passes_through_until_the_driver_is_loaded() {
+    if !have_prerequisites(&[RUNC, BUSYBOX]) {
+        return;
+    }
+    let host = shared_host(&[]);
+    let dir = TempDir::new("inst-nodriver");
+    let d = dir.path();
+    let no_proc = d.join("no-driver-proc");
+    std::fs::create_dir_all(&no_proc).unwrap();
+    let mut env = operator_env(d, &host.root, "docker");
+    env.retain(|(k, _)| *k != "NVBOX_PROC_ROOT");
+    env.push(("NVBOX_PROC_ROOT", no_proc.display().to_string()));
+    ok(&installer(&env, &["--no-daemon", "--no-runtime-config"])
+        .output()
+        .unwrap());
+    let mut shim = Command::new(toolkit(d).join("nvidia-container-runtime"));
+    shim.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    let mut bundle = Bundle::new(true);
+    bundle.script(&probe_with_env());
+    bundle.env(&["NVIDIA_VISIBLE_DEVICES=all"]);
+    let run = run_shim_with(shim, &mut bundle, &[]);
+    assert!(run.created, "create: {}", run.create_stderr);
+    assert_eq!(run.config_after, run.config_before, "the spec was edited");
+    assert!(
+        run.stderr
+            .contains("nvidia driver modules are not yet loaded"),
+        "{}",
+        run.stderr
+    );
+}

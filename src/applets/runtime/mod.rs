@@ -101,13 +101,33 @@ fn run(
     }
     let runtime = find_runtime(&cfg.runtime.runtimes)?;
     if scan.create {
-        modify_bundle(scan, &cfg, cfg_path.as_deref())?;
+        if driver_not_loaded_in_installed_toolkit(&cfg, cfg_path.as_deref()) {
+            eprintln!(
+                "{NAME}: warning: nvidia driver modules are not yet loaded, invoking {} directly",
+                runtime.display()
+            );
+        } else {
+            modify_bundle(scan, &cfg, cfg_path.as_deref())?;
+        }
     }
     let err = std::process::Command::new(&runtime)
         .arg0(&runtime)
         .args(args)
         .exec();
     Err(anyhow!("exec {}: {err}", runtime.display()))
+}
+
+/// A toolkit installed by `nvidia-ctk-installer` (its config beside the binary) on a node whose
+/// driver is not loaded yet (no `<proc root>/driver/nvidia/version`): as upstream's installed
+/// wrappers do, the container runs unmodified, so pods on a default `nvidia` runtime start
+/// while the driver container is still coming up. Packages and hand installs keep failing a
+/// GPU request instead.
+fn driver_not_loaded_in_installed_toolkit(cfg: &Config, cfg_path: Option<&Path>) -> bool {
+    if cfg_path.is_none() || cfg_path != crate::config::beside_binary().as_deref() {
+        return false;
+    }
+    let roots = crate::discover::Roots::new(None, None, cfg.nvbox.proc_root.as_deref(), None);
+    !roots.proc_path("/proc/driver/nvidia/version").exists()
 }
 
 /// The low-level runtime: the first candidate that is an executable regular file, a name being
