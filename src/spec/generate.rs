@@ -256,17 +256,7 @@ pub fn generate_spec(host: &Host, o: &GenerateOptions) -> Result<Spec> {
         });
     } else {
         devices = gpu_devices(host, o)?;
-        if !o.no_all_device && !devices.is_empty() && !devices.iter().any(|d| d.name == "all") {
-            let mut all = ContainerEdits::default();
-            for d in &devices {
-                all.append(&d.container_edits);
-            }
-            devices.push(Device {
-                name: "all".to_owned(),
-                container_edits: all,
-                ..Device::default()
-            });
-        }
+        push_all_device(o, &mut devices);
     }
     for e in std::iter::once(&mut common).chain(devices.iter_mut().map(|d| &mut d.container_edits))
     {
@@ -274,11 +264,40 @@ pub fn generate_spec(host: &Host, o: &GenerateOptions) -> Result<Spec> {
         for m in &mut e.mounts {
             m.r#type = None;
         }
+    }
+    Ok(assemble_spec(o, common, devices))
+}
+
+/// Upstream's `all` device: every device's edits together, unless `--no-all-device`, there is
+/// no device, or one is already called `all`.
+fn push_all_device(o: &GenerateOptions, devices: &mut Vec<Device>) {
+    if o.no_all_device || devices.is_empty() || devices.iter().any(|d| d.name == "all") {
+        return;
+    }
+    let mut all = ContainerEdits::default();
+    for d in devices.iter() {
+        all.append(&d.container_edits);
+    }
+    devices.push(Device {
+        name: "all".to_owned(),
+        container_edits: all,
+        ..Device::default()
+    });
+}
+
+/// The spec around `common` and `devices`, the same for every mode: node modes and groups from
+/// the host, duplicates dropped, upstream's order, and the lowest CDI version that holds it.
+fn assemble_spec(
+    o: &GenerateOptions,
+    mut common: ContainerEdits,
+    mut devices: Vec<Device>,
+) -> Spec {
+    for e in std::iter::once(&mut common).chain(devices.iter_mut().map(|d| &mut d.container_edits))
+    {
         finish_nodes(e, o.features.no_additional_gids);
     }
     tidy(&mut common, &mut devices);
     let mut spec = Spec {
-        cdi_version: String::new(),
         kind: format!("{}/{}", o.vendor, o.class),
         devices,
         container_edits: common,
@@ -286,7 +305,7 @@ pub fn generate_spec(host: &Host, o: &GenerateOptions) -> Result<Spec> {
     };
     let (a, b, c) = minimum_version(&spec);
     spec.cdi_version = format!("{a}.{b}.{c}");
-    Ok(spec)
+    spec
 }
 
 /// Every driver file: all library groups but 32-bit, binaries, firmware, IPC sockets.

@@ -14,14 +14,14 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use super::{GenerateOptions, NameStrategy, finish_nodes, tidy};
+use super::{GenerateOptions, NameStrategy, assemble_spec, push_all_device};
 use crate::discover::Roots;
 use crate::discover::csv::{self, CsvFiles};
 use crate::discover::gpus::Gpu;
 use crate::discover::tegra::Tegra;
 use crate::discover::{devices, under};
 use crate::spec::cdi::Mount;
-use crate::spec::cdi::{ContainerEdits, Device, DeviceNode, Spec, minimum_version};
+use crate::spec::cdi::{ContainerEdits, Device, DeviceNode, Spec};
 
 /// Where Orin images keep their CUDA forward-compat libraries (upstream's default).
 pub const ORIN_COMPAT_ROOT: &str = "/usr/local/cuda/compat_orin";
@@ -54,38 +54,15 @@ pub fn generate_csv_spec(
     warnings.extend(nodes.warnings.iter().cloned());
     let files = csv::find_files(&specs, &roots.driver, &c.ignore_patterns)?;
     warnings.extend(files.warnings.iter().cloned());
-    let mut common = common_edits(roots, tegra, c, o, &files);
+    let common = common_edits(roots, tegra, c, o, &files);
     let csv_nodes: Vec<DeviceNode> = nodes
         .device_nodes
         .iter()
         .map(|n| cdi_node(roots, n))
         .collect();
     let mut devices = devices(roots, tegra, o, &csv_nodes)?;
-    if !o.no_all_device && !devices.is_empty() {
-        let mut all = ContainerEdits::default();
-        for d in &devices {
-            all.append(&d.container_edits);
-        }
-        devices.push(Device {
-            name: "all".to_owned(),
-            container_edits: all,
-            ..Device::default()
-        });
-    }
-    for e in std::iter::once(&mut common).chain(devices.iter_mut().map(|d| &mut d.container_edits))
-    {
-        finish_nodes(e, o.features.no_additional_gids);
-    }
-    tidy(&mut common, &mut devices);
-    let mut spec = Spec {
-        kind: format!("{}/{}", o.vendor, o.class),
-        devices,
-        container_edits: common,
-        ..Spec::default()
-    };
-    let (a, b, cv) = minimum_version(&spec);
-    spec.cdi_version = format!("{a}.{b}.{cv}");
-    Ok((spec, warnings))
+    push_all_device(o, &mut devices);
+    Ok((assemble_spec(o, common, devices), warnings))
 }
 
 /// Upstream's order: the library links, the `sym` chains, CUDA compat, then the cache update,

@@ -5,13 +5,13 @@
 
 use anyhow::{Result, bail};
 
-use super::{GenerateOptions, edits_from_binds, finish_nodes, tidy};
+use super::{GenerateOptions, assemble_spec, edits_from_binds, push_all_device};
 use crate::discover::Roots;
 use crate::discover::gated::{
     Gated, IMEX_CHANNEL_DIR, IMEX_CHANNEL_MAX, find_gated, find_imex_channels, parse_imex_id,
 };
 use crate::plan::{self, Options, Plan};
-use crate::spec::cdi::{ContainerEdits, Device, Spec, minimum_version};
+use crate::spec::cdi::{ContainerEdits, Device, Spec};
 
 /// One `all` device with every node of `kind` (and GDS's files). A host without any is an
 /// error: upstream writes a spec whose only device is empty, which no CDI consumer accepts.
@@ -84,43 +84,21 @@ pub fn generate_imex_spec(roots: &Roots, o: &GenerateOptions) -> Result<Spec> {
             roots.dev_path(IMEX_CHANNEL_DIR).display()
         );
     }
-    if !o.no_all_device && !devices.iter().any(|d| d.name == "all") {
-        let mut all = ContainerEdits::default();
-        for d in &devices {
-            all.append(&d.container_edits);
-        }
-        devices.push(Device {
-            name: "all".to_owned(),
-            container_edits: all,
-            ..Device::default()
-        });
-    }
+    push_all_device(o, &mut devices);
     finish(o, devices)
 }
 
 /// Node modes and groups from the host, upstream's order, and the spec around the devices;
 /// the only common edit is the `NVIDIA_VISIBLE_DEVICES=void` every generated spec carries.
 fn finish(o: &GenerateOptions, mut devices: Vec<Device>) -> Result<Spec> {
-    let mut common = ContainerEdits {
+    let common = ContainerEdits {
         env: vec!["NVIDIA_VISIBLE_DEVICES=void".to_owned()],
         ..ContainerEdits::default()
     };
     for d in &mut devices {
-        let e = &mut d.container_edits;
-        for m in &mut e.mounts {
+        for m in &mut d.container_edits.mounts {
             m.r#type = None;
         }
-        finish_nodes(e, o.features.no_additional_gids);
     }
-    tidy(&mut common, &mut devices);
-    let mut spec = Spec {
-        cdi_version: String::new(),
-        kind: format!("{}/{}", o.vendor, o.class),
-        devices,
-        container_edits: common,
-        ..Spec::default()
-    };
-    let (a, b, c) = minimum_version(&spec);
-    spec.cdi_version = format!("{a}.{b}.{c}");
-    Ok(spec)
+    Ok(assemble_spec(o, common, devices))
 }

@@ -5,11 +5,11 @@
 
 use anyhow::Result;
 
-use super::{FILE_OPTS, GenerateOptions, HookCommand, device_node, finish_nodes, tidy};
+use super::{FILE_OPTS, GenerateOptions, HookCommand, assemble_spec, device_node};
 use crate::discover::Roots;
 use crate::discover::wsl::Wsl;
 use crate::plan::{Kind, Options, Plan, Root, build_wsl_plan};
-use crate::spec::cdi::{ContainerEdits, Device, Mount, Spec, minimum_version};
+use crate::spec::cdi::{ContainerEdits, Device, Mount, Spec};
 
 /// `(device edits, common edits)` of a WSL plan. `enabled(name)` says whether a hook is wanted;
 /// `ldconfig` is `--ldconfig-path`.
@@ -73,24 +73,13 @@ pub fn wsl_edits(
 pub fn generate_wsl_spec(wsl: &Wsl, roots: &Roots, o: &GenerateOptions) -> Result<Spec> {
     let plan = build_wsl_plan(wsl, &Options::default());
     let enabled = |name: &str| o.hook_enabled(name);
-    let (mut device, mut common) =
+    let (device, mut common) =
         wsl_edits(&plan, roots, &o.hook, &enabled, o.ldconfig_path.as_deref());
-    finish_nodes(&mut device, o.features.no_additional_gids);
-    finish_nodes(&mut common, o.features.no_additional_gids);
     common.env.push("NVIDIA_VISIBLE_DEVICES=void".to_owned());
-    let mut devices = vec![Device {
+    let devices = vec![Device {
         name: "all".to_owned(),
         container_edits: device,
         ..Device::default()
     }];
-    tidy(&mut common, &mut devices);
-    let mut spec = Spec {
-        kind: format!("{}/{}", o.vendor, o.class),
-        devices,
-        container_edits: common,
-        ..Spec::default()
-    };
-    let (a, b, c) = minimum_version(&spec);
-    spec.cdi_version = format!("{a}.{b}.{c}");
-    Ok(spec)
+    Ok(assemble_spec(o, common, devices))
 }
