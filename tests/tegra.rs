@@ -7,14 +7,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use common::container::{
-    BUSYBOX, Bundle, Host, RUNC, applet_dir, have_prerequisites, make_rootfs, shared_host, text,
+    BUSYBOX, Host, RUNC, assert_libcuda_cached, have_prerequisites, shared_host,
 };
-use common::engines::{ShimConfig, probed_env, run_shim};
+use common::engines::{ShimConfig, ctk, generate_json, probed_env, run_script, spec_hook_args};
 use common::podman_cdi::{CdiPodman, PODMAN};
-use common::{TempDir, command, is_root, nvbox, skip_or_fail};
+use common::{TempDir, doctor_ok_line, printed as line, require_root};
 use serde_json::Value;
 
 const LIBS: &str = "/usr/lib/aarch64-linux-gnu/nvidia";
@@ -34,17 +33,7 @@ fn orin() -> &'static Host {
 }
 
 fn rooted() -> bool {
-    if !is_root() {
-        skip_or_fail("the mock's device nodes need root");
-        return false;
-    }
-    true
-}
-
-fn line<'a>(out: &'a str, key: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(key).map(str::trim))
-        .unwrap_or_else(|| panic!("{key} not printed:\n{out}"))
+    require_root("the mock's device nodes need root")
 }
 
 /// The container's view as PROBE printed it.
@@ -70,23 +59,6 @@ fn assert_orin_view(out: &str, host: &Host, cudnn: bool) {
     assert_eq!(line(out, "RELEASE"), "# R36");
     assert_eq!(line(out, "FW"), "nvhost_nvdec050.fw");
     assert_eq!(line(out, "CUDNN"), if cudnn { "yes" } else { "no" });
-}
-
-/// The container's loader cache names libcuda.so.1 in the driver directory.
-fn assert_cache(rootfs: &Path) {
-    let out = Command::new("ldconfig")
-        .arg("-p")
-        .arg("-C")
-        .arg(rootfs.join("etc/ld.so.cache"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ldconfig -p: {}", text(&out.stderr));
-    let listing = text(&out.stdout);
-    let want = format!("libcuda.so.1 (libc6,x86-64) => {LIBS}/libcuda.so.1");
-    assert!(
-        listing.lines().any(|l| l.trim() == want),
-        "no {want:?} in:\n{listing}"
-    );
 }
 
 fn hook_args(config: &[u8]) -> Vec<String> {
@@ -119,14 +91,11 @@ fn runc_container_gets_the_csv_files() {
     ] {
         // auto: a Tegra host with only an integrated GPU is csv, as upstream.
         let config = ShimConfig::new(host, "");
-        let mut bundle = Bundle::new(true);
-        bundle.script(PROBE);
-        bundle.env(env);
-        let run = run_shim(&mut bundle, &config.path, &[]);
+        let (run, bundle) = run_script(&config.path, PROBE, env);
         assert!(run.created, "{env:?}: create: {}", run.create_stderr);
         assert_orin_view(&run.stdout, host, cudnn);
         assert_eq!(probed_env(&run.stdout, "NVENV"), "void");
-        assert_cache(&bundle.rootfs);
+        assert_libcuda_cached(&bundle.rootfs, LIBS);
         assert!(
             run.devices_list.lines().any(|l| l == "c 497:1 rwm"),
             "device cgroup: {}",
@@ -152,10 +121,7 @@ fn unknown_device_is_one_line() {
     }
     let host = orin();
     let config = ShimConfig::new(host, "");
-    let mut bundle = Bundle::new(true);
-    bundle.script("echo ran");
-    bundle.env(&["NVIDIA_VISIBLE_DEVICES=1"]);
-    let run = run_shim(&mut bundle, &config.path, &[]);
+    let (run, _) = run_script(&config.path, "echo ran", &["NVIDIA_VISIBLE_DEVICES=1"]);
     assert!(!run.created);
     assert!(!run.state_dir_left);
     assert_eq!(
@@ -214,10 +180,7 @@ fn hostile_csv_files_are_one_line_errors() {
     for (what, write, want) in cases {
         write(&l4t);
         let config = ShimConfig::new(&host, "");
-        let mut bundle = Bundle::new(true);
-        bundle.script("echo ran");
-        bundle.env(&["NVIDIA_VISIBLE_DEVICES=all"]);
-        let run = run_shim(&mut bundle, &config.path, &[]);
+        let (run, _) = run_script(&config.path, "echo ran", &["NVIDIA_VISIBLE_DEVICES=all"]);
         assert!(!run.created, "{what}: created");
         assert_eq!(
             run.create_stderr.lines().count(),
@@ -240,35 +203,18 @@ fn hostile_csv_files_are_one_line_errors() {
     }
 }
 
-fn ctk(host: &Host, args: &[&str]) -> Output {
-    command(nvbox())
-        .env("NVIDIA_CTK_CONFIG_FILE_PATH", &host.config)
-        .arg("nvidia-ctk")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn generate(host: &Host, extra: &[&str]) -> Value {
-    let hook = applet_dir().join("nvidia-cdi-hook");
     let csv = host.root.join(CSV_DIR);
     let devices = csv.join("devices.csv");
     let drivers = csv.join("drivers.csv");
     let mut args = vec![
-        "cdi",
-        "generate",
-        "--format",
-        "json",
-        "--nvidia-cdi-hook-path",
-        hook.to_str().unwrap(),
         "--csv.file",
         devices.to_str().unwrap(),
         "--csv.file",
         drivers.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let out = ctk(host, &args);
-    assert!(out.status.success(), "generate: {}", text(&out.stderr));
+    let (spec, stderr) = generate_json(host, &args);
     // Orin's CSV names nodes of other Jetsons: skipped with a warning each, as upstream.
     let absent = if host.root.join("dev/nvmap").exists() {
         2
@@ -276,12 +222,11 @@ fn generate(host: &Host, extra: &[&str]) -> Value {
         0
     };
     assert_eq!(
-        text(&out.stderr).matches("could not locate device").count(),
+        stderr.matches("could not locate device").count(),
         absent,
-        "{}",
-        text(&out.stderr)
+        "{stderr}"
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    spec
 }
 
 #[test]
@@ -305,19 +250,7 @@ fn generate_csv_spec() {
     assert_eq!(nodes.len(), 17);
     let edits = &spec["containerEdits"];
     assert!(edits.get("deviceNodes").is_none());
-    let hooks: Vec<Vec<&str>> = edits["hooks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            h["args"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap())
-                .collect()
-        })
-        .collect();
+    let hooks = spec_hook_args(edits);
     let cuda_link = format!("libcuda.so.1::{LIBS}/libcuda.so");
     assert_eq!(
         hooks[0],
@@ -362,7 +295,7 @@ fn generate_csv_spec() {
     assert_eq!(other["devices"].as_array().unwrap().len(), 1);
     let devices = host.root.join(CSV_DIR).join("devices.csv");
     let out = ctk(
-        host,
+        &host.config,
         &[
             "cdi",
             "generate",
@@ -388,34 +321,14 @@ fn podman_runs_the_csv_spec() {
         return;
     }
     let host = orin();
-    let spec_dir = TempDir::new("tegra-cdi");
     let spec = generate(host, &["--mode", "csv"]);
-    std::fs::write(
-        spec_dir.path().join("nvidia.json"),
-        serde_json::to_vec(&spec).unwrap(),
-    )
-    .unwrap();
-    let podman = CdiPodman::new();
-    let rootfs = TempDir::new("tegra-rootfs");
-    make_rootfs(rootfs.path(), true);
-    podman.import(rootfs.path(), "nvbox-tegra");
-    let script = format!("{PROBE}; grep -c libcuda.so.1 /etc/ld.so.cache");
-    for device in ["nvidia.com/gpu=0", "nvidia.com/gpu=all"] {
-        let out = podman.run(spec_dir.path(), device, "nvbox-tegra", &script);
-        assert!(
-            out.status.success(),
-            "podman run {device}: {}",
-            text(&out.stderr)
-        );
-        let stdout = text(&out.stdout);
-        assert_orin_view(&stdout, host, false);
-        assert_eq!(probed_env(&stdout, "NVENV"), "void");
-        assert_ne!(
-            stdout.lines().last(),
-            Some("0"),
-            "no libcuda.so.1 in the cache: {stdout}"
-        );
-    }
+    CdiPodman::new().run_spec(
+        &spec,
+        "tegra",
+        &["nvidia.com/gpu=0", "nvidia.com/gpu=all"],
+        PROBE,
+        |stdout| assert_orin_view(stdout, host, false),
+    );
 }
 
 fn igx_thor() -> &'static Host {
@@ -447,11 +360,9 @@ fn thor_csv_mode_picks_the_igpu_or_the_dgpu() {
             format!("{all} /dev/nvidia0 /dev/nvidia1 /dev/nvidia2 /dev/nvidiactl"),
         ),
     ] {
-        let mut bundle = Bundle::new(true);
-        bundle.script("echo NODES $(ls /dev/nvidia* /dev/host1x-fence | sort)");
         let env = format!("NVIDIA_VISIBLE_DEVICES={visible}");
-        bundle.env(&[&env]);
-        let run = run_shim(&mut bundle, &config.path, &[]);
+        let script = "echo NODES $(ls /dev/nvidia* /dev/host1x-fence | sort)";
+        let (run, _) = run_script(&config.path, script, &[&env]);
         assert!(run.created, "{visible}: create: {}", run.create_stderr);
         let mut got: Vec<&str> = line(&run.stdout, "NODES").split(' ').collect();
         got.sort();
@@ -499,7 +410,7 @@ fn thor_generate_names_both_gpus() {
         ]
     );
     // auto took the driver path (this mock has no ld.so.cache for it), not csv.
-    let auto = ctk(host, &["cdi", "generate"]);
+    let auto = ctk(&host.config, &["cdi", "generate"]);
     assert!(!auto.status.success());
     assert!(
         common::stderr(&auto).contains("/etc/ld.so.cache"),
@@ -517,13 +428,10 @@ fn legacy_hook_gives_the_csv_files() {
     }
     let host = orin();
     let config = ShimConfig::mode(host, "legacy");
-    let mut bundle = Bundle::new(true);
-    bundle.script(PROBE);
-    bundle.env(&["NVIDIA_VISIBLE_DEVICES=all"]);
-    let run = run_shim(&mut bundle, &config.path, &[]);
+    let (run, bundle) = run_script(&config.path, PROBE, &["NVIDIA_VISIBLE_DEVICES=all"]);
     assert!(run.created, "create: {}", run.create_stderr);
     assert_orin_view(&run.stdout, host, false);
-    assert_cache(&bundle.rootfs);
+    assert_libcuda_cached(&bundle.rootfs, LIBS);
     assert!(
         run.devices_list
             .lines()
@@ -539,21 +447,9 @@ fn doctor_checks_the_csv_files() {
     if !rooted() {
         return;
     }
-    let host = orin();
-    let out = command(nvbox())
-        .args(["doctor", "--config"])
-        .arg(&host.config)
-        .output()
-        .unwrap();
-    let report = text(&out.stdout);
-    let tegra = report
-        .lines()
-        .find(|l| l.contains("Tegra driver"))
-        .unwrap_or_else(|| panic!("{report}"));
-    assert!(tegra.starts_with("ok "), "{tegra}");
+    let tegra = doctor_ok_line(&orin().config, "Tegra driver");
     assert!(
         tegra.contains("L4T R36.4, CUDA 12.6: 40 entries in 2 CSV file(s)"),
         "{tegra}"
     );
-    assert!(!report.contains("modprobe nvidia"), "{report}");
 }

@@ -6,14 +6,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::container::{
-    BUSYBOX, Bundle, Host, RUNC, applet_dir, have_prerequisites, make_rootfs, shared_host, text,
+    BUSYBOX, Host, RUNC, assert_libcuda_cached, have_prerequisites, shared_host, text,
 };
-use common::engines::{ShimConfig, probed_env, run_shim};
+use common::engines::{ShimConfig, generate_json, probed_env, run_script, spec_hook_args};
 use common::podman_cdi::{CdiPodman, PODMAN};
-use common::{TempDir, command, is_root, nvbox, skip_or_fail};
+use common::{TempDir, command, doctor_ok_line, nvbox, printed as line, require_root};
 
 const STORE: &str = "/usr/lib/wsl/drivers/nv_dispi.inf_amd64_7e5fd280efaa5445";
 const OLD_STORE: &str = "/usr/lib/wsl/drivers/nv_dispi.inf_amd64_0f2c31b9d6a4e8c1";
@@ -32,17 +32,7 @@ fn wsl_host() -> &'static Host {
 }
 
 fn rooted() -> bool {
-    if !is_root() {
-        skip_or_fail("/dev/dxg of the mock needs root");
-        return false;
-    }
-    true
-}
-
-fn line<'a>(out: &'a str, key: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(key).map(str::trim))
-        .unwrap_or_else(|| panic!("{key} not printed:\n{out}"))
+    require_root("/dev/dxg of the mock needs root")
 }
 
 /// The container's view, as PROBE printed it, checked against the host.
@@ -66,20 +56,7 @@ fn assert_wsl_view(out: &str, host: &Host) {
 
 /// `ldconfig -p` of the container's cache: libcuda.so.1 found in the store.
 fn assert_cache(rootfs: &Path) {
-    let cache = rootfs.join("etc/ld.so.cache");
-    let out = Command::new("ldconfig")
-        .arg("-p")
-        .arg("-C")
-        .arg(&cache)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ldconfig -p: {}", text(&out.stderr));
-    let listing = text(&out.stdout);
-    let want = format!("libcuda.so.1 (libc6,x86-64) => {STORE}/libcuda.so.1");
-    assert!(
-        listing.lines().any(|l| l.trim() == want),
-        "no {want:?} in:\n{listing}"
-    );
+    let listing = assert_libcuda_cached(rootfs, STORE);
     assert!(!listing.contains(OLD_STORE), "{listing}");
 }
 
@@ -95,10 +72,7 @@ fn runc_container_gets_dxg_and_the_driver_store() {
     for mode in ["auto", "legacy"] {
         for env in ["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_VISIBLE_DEVICES=0"] {
             let config = ShimConfig::mode(host, mode);
-            let mut bundle = Bundle::new(true);
-            bundle.script(PROBE);
-            bundle.env(&[env]);
-            let run = run_shim(&mut bundle, &config.path, &[]);
+            let (run, bundle) = run_script(&config.path, PROBE, &[env]);
             assert!(run.created, "{mode}: create: {}", run.create_stderr);
             assert_wsl_view(&run.stdout, host);
             if mode == "auto" {
@@ -116,42 +90,19 @@ fn runc_container_gets_dxg_and_the_driver_store() {
     }
     // A CPU container on the same host is left alone.
     let config = ShimConfig::new(host, "");
-    let mut bundle = Bundle::new(true);
-    bundle.script("ls /dev/dxg 2>&1; echo done");
-    let run = run_shim(&mut bundle, &config.path, &[]);
+    let (run, _) = run_script(&config.path, "ls /dev/dxg 2>&1; echo done", &[]);
     assert!(run.created, "create: {}", run.create_stderr);
     assert_eq!(run.config_after, run.config_before);
     assert!(run.stdout.contains("No such file"), "{}", run.stdout);
 }
 
-fn ctk(host: &Host, args: &[&str]) -> Output {
-    command(nvbox())
-        .env("NVIDIA_CTK_CONFIG_FILE_PATH", &host.config)
-        .arg("nvidia-ctk")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn generate(host: &Host, extra: &[&str]) -> serde_json::Value {
-    let hook = applet_dir().join("nvidia-cdi-hook");
-    let mut args = vec![
-        "cdi",
-        "generate",
-        "--format",
-        "json",
-        "--nvidia-cdi-hook-path",
-        hook.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let out = ctk(host, &args);
-    assert!(out.status.success(), "generate: {}", text(&out.stderr));
+    let (spec, stderr) = generate_json(host, extra);
     assert!(
-        text(&out.stderr).contains(&format!("Ignoring older NVIDIA driver store {OLD_STORE}")),
-        "{}",
-        text(&out.stderr)
+        stderr.contains(&format!("Ignoring older NVIDIA driver store {OLD_STORE}")),
+        "{stderr}"
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    spec
 }
 
 /// `--mode wsl` and `auto` (which resolves to wsl where `/dev/dxg` is) give one `all` device and
@@ -210,19 +161,7 @@ fn generate_wsl_spec() {
         ]
     );
     assert_eq!(mounts.len(), 15, "{mounts:?}");
-    let hooks: Vec<Vec<&str>> = edits["hooks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            h["args"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap())
-                .collect()
-        })
-        .collect();
+    let hooks = spec_hook_args(edits);
     let link = format!("{STORE}/nvidia-smi::/usr/bin/nvidia-smi");
     assert_eq!(
         hooks,
@@ -253,28 +192,10 @@ fn podman_runs_the_wsl_spec() {
         return;
     }
     let host = wsl_host();
-    let spec_dir = TempDir::new("wsl-cdi");
     let spec = generate(host, &["--mode", "wsl"]);
-    std::fs::write(
-        spec_dir.path().join("nvidia.json"),
-        serde_json::to_vec(&spec).unwrap(),
-    )
-    .unwrap();
-    let podman = CdiPodman::new();
-    let rootfs = TempDir::new("wsl-rootfs");
-    make_rootfs(rootfs.path(), true);
-    podman.import(rootfs.path(), "nvbox-wsl");
-    let script = format!("{PROBE}; grep -c libcuda.so.1 /etc/ld.so.cache");
-    let out = podman.run(spec_dir.path(), "nvidia.com/gpu=all", "nvbox-wsl", &script);
-    assert!(out.status.success(), "podman run: {}", text(&out.stderr));
-    let stdout = text(&out.stdout);
-    assert_wsl_view(&stdout, host);
-    assert_eq!(probed_env(&stdout, "NVENV"), "void");
-    assert_ne!(
-        stdout.lines().last(),
-        Some("0"),
-        "no libcuda.so.1 in the cache: {stdout}"
-    );
+    CdiPodman::new().run_spec(&spec, "wsl", &["nvidia.com/gpu=all"], PROBE, |stdout| {
+        assert_wsl_view(stdout, host)
+    });
 }
 
 /// Without an NVIDIA store, `/dev/dxg` alone is an error naming what is missing.
@@ -342,17 +263,6 @@ fn info_list_and_doctor_on_wsl() {
     assert!(!list.contains(OLD_STORE));
     let libs = cli(host, &["list", "--libraries"]);
     assert!(text(&libs.stdout).lines().all(|l| l.contains(".so")));
-    let doctor = command(nvbox())
-        .args(["doctor", "--config"])
-        .arg(&host.config)
-        .output()
-        .unwrap();
-    let report = text(&doctor.stdout);
-    let wsl = report
-        .lines()
-        .find(|l| l.contains("WSL2 driver"))
-        .unwrap_or_else(|| panic!("{report}"));
-    assert!(wsl.starts_with("ok "), "{wsl}");
+    let wsl = doctor_ok_line(&host.config, "WSL2 driver");
     assert!(wsl.contains(STORE) && wsl.contains("560.94"), "{wsl}");
-    assert!(!report.contains("modprobe nvidia"), "{report}");
 }

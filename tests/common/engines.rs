@@ -175,6 +175,16 @@ pub fn run_shim(bundle: &mut Bundle, config: &Path, update: &[&str]) -> ShimRun 
     run_shim_via(&[], bundle, config, update)
 }
 
+/// A Debian-like busybox bundle running `script` with `env` through the shim on `config`; the
+/// run, and the bundle for its rootfs.
+pub fn run_script(config: &Path, script: &str, env: &[&str]) -> (ShimRun, Bundle) {
+    let mut bundle = Bundle::new(true);
+    bundle.script(script);
+    bundle.env(env);
+    let run = run_shim(&mut bundle, config, &[]);
+    (run, bundle)
+}
+
 /// [`run_shim`] with the shim started as the last argument of `wrap` (a program that sets up
 /// its environment, then execs the rest of its arguments).
 pub fn run_shim_via(wrap: &[&str], bundle: &mut Bundle, config: &Path, update: &[&str]) -> ShimRun {
@@ -539,4 +549,42 @@ pub fn generate_into(host: &Host, dir: &Path, args: &[&str]) -> Value {
     let out = ctk(&host.config, &all);
     assert!(out.status.success(), "generate: {}", text(&out.stderr));
     serde_json::from_slice(&std::fs::read(out_file).unwrap()).unwrap()
+}
+
+/// `cdi generate --format json ARGS` for `host`, hooks calling the applet directory's
+/// nvidia-cdi-hook, which must succeed; the spec and what went to stderr.
+pub fn generate_json(host: &Host, args: &[&str]) -> (Value, String) {
+    let hook = applet_dir().join("nvidia-cdi-hook");
+    let mut all = vec![
+        "cdi",
+        "generate",
+        "--format",
+        "json",
+        "--nvidia-cdi-hook-path",
+        hook.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let out = ctk(&host.config, &all);
+    assert!(out.status.success(), "generate: {}", text(&out.stderr));
+    (
+        serde_json::from_slice(&out.stdout).unwrap(),
+        text(&out.stderr),
+    )
+}
+
+/// The arguments of each hook in a spec's `containerEdits`.
+pub fn spec_hook_args(edits: &Value) -> Vec<Vec<&str>> {
+    edits["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            h["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect()
+        })
+        .collect()
 }

@@ -128,6 +128,40 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Root, or else fail in CI (skip elsewhere) saying `why` root is needed.
+pub fn require_root(why: &str) -> bool {
+    if !is_root() {
+        skip_or_fail(why);
+        return false;
+    }
+    true
+}
+
+/// What a probe printed after `key` on its line, trimmed; a panic naming `key` if none.
+pub fn printed<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key).map(str::trim))
+        .unwrap_or_else(|| panic!("{key} not printed:\n{out}"))
+}
+
+/// `nvbox doctor --config CONFIG`: the line of the check named `check`, which must be `ok`,
+/// in a report that asks for no `modprobe nvidia`.
+pub fn doctor_ok_line(config: &Path, check: &str) -> String {
+    let out = command(nvbox())
+        .args(["doctor", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = report
+        .lines()
+        .find(|l| l.contains(check))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(line.starts_with("ok "), "{line}");
+    assert!(!report.contains("modprobe nvidia"), "{report}");
+    line.to_owned()
+}
+
 /// A prerequisite is missing: fail in CI, skip (loudly) elsewhere.
 pub fn skip_or_fail(reason: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {

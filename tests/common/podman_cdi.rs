@@ -2,7 +2,9 @@
 //! writes.
 
 use super::TempDir;
-use super::container::text;
+use super::container::{make_rootfs, text};
+use super::engines::probed_env;
+use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -39,6 +41,47 @@ impl CdiPodman {
         );
         let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
         assert!(out.status.success(), "podman import: {}", text(&out.stderr));
+    }
+
+    /// `spec` alone in a CDI directory, a Debian-like busybox image `nvbox-TAG`, and for each
+    /// of `devices` a container running `probe`, then counting libcuda.so.1 in its loader cache:
+    /// `check` sees the output of each, which must also say NVIDIA_VISIBLE_DEVICES=void (as
+    /// `NVENV=`) and a cache that names libcuda.so.1.
+    pub fn run_spec(
+        &self,
+        spec: &Value,
+        tag: &str,
+        devices: &[&str],
+        probe: &str,
+        check: impl Fn(&str),
+    ) {
+        let spec_dir = TempDir::new(&format!("{tag}-cdi"));
+        std::fs::write(
+            spec_dir.path().join("nvidia.json"),
+            serde_json::to_vec(spec).unwrap(),
+        )
+        .unwrap();
+        let rootfs = TempDir::new(&format!("{tag}-rootfs"));
+        make_rootfs(rootfs.path(), true);
+        let image = format!("nvbox-{tag}");
+        self.import(rootfs.path(), &image);
+        let script = format!("{probe}; grep -c libcuda.so.1 /etc/ld.so.cache");
+        for device in devices {
+            let out = self.run(spec_dir.path(), device, &image, &script);
+            assert!(
+                out.status.success(),
+                "podman run {device}: {}",
+                text(&out.stderr)
+            );
+            let stdout = text(&out.stdout);
+            check(&stdout);
+            assert_eq!(probed_env(&stdout, "NVENV"), "void");
+            assert_ne!(
+                stdout.lines().last(),
+                Some("0"),
+                "no libcuda.so.1 in the cache: {stdout}"
+            );
+        }
     }
 
     /// `podman run --device DEVICE IMAGE sh -c SCRIPT` in the private namespace.

@@ -381,6 +381,24 @@ pub fn assert_cgroup_rules(devices_list: &str, want: &BTreeSet<String>, host: &H
     );
 }
 
+/// `ldconfig -p` of the rootfs's cache names `libcuda.so.1` in `dir`; the whole listing.
+pub fn assert_libcuda_cached(rootfs: &Path, dir: &str) -> String {
+    let out = Command::new("ldconfig")
+        .arg("-p")
+        .arg("-C")
+        .arg(rootfs.join("etc/ld.so.cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ldconfig -p: {}", text(&out.stderr));
+    let listing = text(&out.stdout);
+    let want = format!("libcuda.so.1 (libc6,x86-64) => {dir}/libcuda.so.1");
+    assert!(
+        listing.lines().any(|l| l.trim() == want),
+        "no {want:?} in:\n{listing}"
+    );
+    listing
+}
+
 /// The rootfs's ld.so.cache, read by the host's glibc `ldconfig -p`: every soname maps into the
 /// container's library directories, and nothing points elsewhere.
 pub fn assert_ldcache(rootfs: &Path, want: &Expected) {
