@@ -15,7 +15,6 @@ mod common;
 #[path = "cri/node.rs"]
 mod node;
 
-use api::*;
 use common::container::*;
 use common::engines::*;
 use common::*;
@@ -201,26 +200,11 @@ fn toolkit_image_as_the_operator_runs_it() {
 
     // containerd on the node's config: the runtimes, and a GPU pod on the `nvidia` handler.
     let path = [("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")];
-    let mut node = node::Node::launch(TempDir::new("image-ctrd"), &top, &path);
-    let status: StatusResponse = node
-        .cri
-        .runtime("Status", StatusRequest { verbose: true })
-        .unwrap();
-    let config = status.info.get("config").cloned().unwrap_or_default();
-    for rt in ["\"nvidia\"", "\"nvidia-cdi\"", "\"nvidia-legacy\""] {
-        assert!(
-            config.contains(rt),
-            "CRI status lacks runtime {rt}:\n{config}"
-        );
-    }
-    let pod = node.run_pod("gpu-pod");
-    let all = [("NVIDIA_VISIBLE_DEVICES", "all")];
-    let c = node.start_container(&pod, "all", &all, &script());
-    let want = expected_jit(host, "all", &node.rootfs);
-    assert_jit_injected(&parse_probe(&node.wait_output(&c, DONE)), &want);
-    node.remove_pod(&pod.0)
-        .unwrap_or_else(|e| panic!("stop/remove pod: {e}\n{}", node.log()));
-    drop(node);
+    node::Node::launch(TempDir::new("image-ctrd"), &top, &path).assert_gpu_pod(
+        host,
+        &script(),
+        DONE,
+    );
 
     // `docker stop` (SIGTERM): the node's config as it was, the drop-in gone, exit 0.
     let stop = dockerd.docker(&["stop", "-t", "30", "toolkit"]);

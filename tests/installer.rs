@@ -14,7 +14,6 @@ mod common;
 #[path = "cri/node.rs"]
 mod node;
 
-use api::*;
 use common::container::*;
 use common::engines::*;
 use common::*;
@@ -522,27 +521,11 @@ fn containerd_started_on_the_installed_config_runs_a_gpu_pod() {
     let daemon = Daemon::start(installer(&env, &[]), d.join("installer.log"), &drop_in);
     // containerd's environment names no config: the shim finds the toolkit's own.
     let path = [("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")];
-    let mut node = node::Node::launch(TempDir::new("inst-node-ctrd"), &top, &path);
-    let status: StatusResponse = node
-        .cri
-        .runtime("Status", StatusRequest { verbose: true })
-        .unwrap();
-    let config = status.info.get("config").cloned().unwrap_or_default();
-    for rt in ["\"nvidia\"", "\"nvidia-cdi\"", "\"nvidia-legacy\""] {
-        assert!(
-            config.contains(rt),
-            "CRI status lacks runtime {rt}:\n{config}"
-        );
-    }
-    let pod = node.run_pod("gpu-pod");
-    let all = [("NVIDIA_VISIBLE_DEVICES", "all")];
-    let c = node.start_container(&pod, "all", &all, &script());
-    let want = expected_jit(host, "all", &node.rootfs);
-    let out = node.wait_output(&c, DONE);
-    assert_jit_injected(&parse_probe(&out), &want);
-    node.remove_pod(&pod.0)
-        .unwrap_or_else(|e| panic!("stop/remove pod: {e}\n{}", node.log()));
-    drop(node);
+    node::Node::launch(TempDir::new("inst-node-ctrd"), &top, &path).assert_gpu_pod(
+        host,
+        &script(),
+        DONE,
+    );
     daemon.stop();
     assert_eq!(std::fs::read_to_string(&top).unwrap(), before);
     assert!(!drop_in.exists());

@@ -4,7 +4,7 @@
 
 use super::api::*;
 use crate::common::container::*;
-use crate::common::engines::CTR;
+use crate::common::engines::{CTR, assert_jit_injected, expected_jit};
 use crate::common::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -115,6 +115,34 @@ impl Node {
         node.wait_ready();
         node.import_images();
         node
+    }
+
+    /// What a toolkit install must give a node: the CRI plugin lists the `nvidia`,
+    /// `nvidia-cdi` and `nvidia-legacy` handlers, and a pod on `nvidia` with
+    /// NVIDIA_VISIBLE_DEVICES=all running `script` (which prints `done` when it has probed)
+    /// gets `host`'s driver as jit-cdi gives it. The pod is removed, the node stopped.
+    // cri.rs includes this module but installs no toolkit.
+    #[allow(dead_code)]
+    pub fn assert_gpu_pod(mut self, host: &Host, script: &str, done: &str) {
+        let status: StatusResponse = self
+            .cri
+            .runtime("Status", StatusRequest { verbose: true })
+            .unwrap();
+        let config = status.info.get("config").cloned().unwrap_or_default();
+        for rt in ["\"nvidia\"", "\"nvidia-cdi\"", "\"nvidia-legacy\""] {
+            assert!(
+                config.contains(rt),
+                "CRI status lacks runtime {rt}:\n{config}"
+            );
+        }
+        let pod = self.run_pod("gpu-pod");
+        let all = [("NVIDIA_VISIBLE_DEVICES", "all")];
+        let c = self.start_container(&pod, "all", &all, script);
+        let want = expected_jit(host, "all", &self.rootfs);
+        let out = self.wait_output(&c, done);
+        assert_jit_injected(&parse_probe(&out), &want);
+        self.remove_pod(&pod.0)
+            .unwrap_or_else(|e| panic!("stop/remove pod: {e}\n{}", self.log()));
     }
 
     pub fn path(&self) -> &Path {
