@@ -7,20 +7,23 @@ use std::fmt;
 
 use anyhow::{Result, bail};
 
-use crate::discover::csv::CsvFiles;
-use crate::discover::devices::DeviceNode;
-use crate::discover::gated::GatedDevices;
 use crate::discover::gpus::CAPS_DIR;
 use crate::discover::host::Host;
 use crate::discover::ldcache;
 use crate::discover::tables::Group;
-use crate::discover::wsl::{self as wsl_dirs, Wsl};
 use crate::request::Caps;
 use crate::select::Selection;
 
+mod compat;
+mod gated;
 mod graphics;
+mod platform;
 
+pub use compat::CompatMode;
+use compat::add_compat_libs;
+pub use gated::add_gated;
 pub use graphics::build_graphics_plan;
+pub use platform::{build_csv_plan, build_wsl_plan};
 
 pub const PROC_NVIDIA: &str = "/proc/driver/nvidia";
 pub const APP_PROFILE_DIR: &str = "/etc/nvidia/nvidia-application-profiles-rc.d";
@@ -35,26 +38,6 @@ pub fn app_profile_text(mask: u64) -> String {
 }
 const NVIDIA_MAJOR: u32 = 195;
 const CTL_MINOR: u32 = 255;
-
-/// How CUDA forward-compat libraries shipped in the image are handled (§5.10).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CompatMode {
-    #[default]
-    Mount,
-    Ldconfig,
-    Disabled,
-}
-
-impl CompatMode {
-    pub fn parse(s: &str) -> Option<CompatMode> {
-        match s {
-            "mount" => Some(CompatMode::Mount),
-            "ldconfig" => Some(CompatMode::Ldconfig),
-            "disabled" => Some(CompatMode::Disabled),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -261,82 +244,6 @@ pub fn build_plan(host: &Host, sel: &Selection, o: &Options, layout: &Layout) ->
     Ok(p)
 }
 
-/// WSL2 (upstream `--mode wsl`): `/dev/dxg`, the files of the NVIDIA driver store and
-/// `/usr/lib/wsl/lib` at their own paths (the loaders find the store by its path), the store's
-/// `nvidia-smi` linked as `/usr/bin/nvidia-smi`, and the loader cache over the store and
-/// `/usr/lib/wsl/lib`. No procfs: WSL has no `/proc/driver/nvidia`.
-pub fn build_wsl_plan(wsl: &Wsl, o: &Options) -> Plan {
-    let mut p = Plan::default();
-    let native = ldcache::FLAG_ELF_LIBC6 | native_arch_flag();
-    for f in &wsl.files {
-        p.bind(Root::Driver, &f.path, &f.path, Kind::File);
-    }
-    for dir in [wsl.store.path.as_str(), wsl_dirs::WSL_LIB] {
-        for f in wsl
-            .files
-            .iter()
-            .filter(|f| f.path.rsplit_once('/').map(|(d, _)| d) == Some(dir))
-        {
-            if let Some(soname) = &f.soname {
-                let name = f.path.rsplit('/').next().unwrap_or_default();
-                p.add_cache(dir, soname, name, native);
-            }
-        }
-    }
-    p.cache_dirs = vec![wsl.store.path.clone(), wsl_dirs::WSL_LIB.to_owned()];
-    if let Some(smi) = wsl.nvidia_smi() {
-        p.symlinks
-            .push(("/usr/bin/nvidia-smi".to_owned(), smi.to_owned()));
-    }
-    p.add_device(o, &wsl.dxg.path, wsl.dxg.major, wsl.dxg.minor);
-    p
-}
-
-/// Tegra from its CSV files (libnvidia-container's Jetson support): the `dev` nodes, the files
-/// and directories at their own paths, the library and `sym` links, and the loader cache for
-/// the libraries. No procfs: nvgpu has no `/proc/driver/nvidia`.
-pub fn build_csv_plan(nodes: &[DeviceNode], files: &CsvFiles, o: &Options) -> Plan {
-    let mut p = Plan::default();
-    for n in nodes {
-        p.add_device(o, &n.path, n.major, n.minor);
-    }
-    for m in &files.mounts {
-        let kind = if m.dir { Kind::Dir } else { Kind::File };
-        p.bind(Root::Driver, &m.path, &m.path, kind);
-    }
-    for (link, target) in files.library_links.iter().chain(&files.links) {
-        if !p.symlinks.iter().any(|(l, _)| l == link) {
-            p.symlinks.push((link.clone(), target.clone()));
-        }
-    }
-    let native = ldcache::FLAG_ELF_LIBC6 | native_arch_flag();
-    for lib in &files.libraries {
-        let (dir, file) = lib.path.rsplit_once('/').unwrap_or(("", &lib.path));
-        if let Some(soname) = &lib.soname {
-            p.add_cache(dir, soname, file, native);
-            if !p.cache_dirs.iter().any(|d| d == dir) {
-                p.cache_dirs.push(dir.to_owned());
-            }
-        }
-    }
-    p
-}
-
-/// The gated devices the container asked for and the host has: their nodes, and GDS's files
-/// at their host paths. A kind the host lacks adds nothing (upstream fails the container on an
-/// empty CDI device instead).
-pub fn add_gated(p: &mut Plan, o: &Options, gated: &GatedDevices) {
-    for node in &gated.nodes {
-        p.add_device(o, &node.path, node.major, node.minor);
-    }
-    for file in &gated.files {
-        p.bind(Root::Driver, file, file, Kind::File);
-    }
-    for dir in &gated.dirs {
-        p.bind(Root::Driver, dir, dir, Kind::Dir);
-    }
-}
-
 /// `--mig-config all` / `--mig-monitor all`: the whole capabilities tree and every cap node of
 /// the MIG-capable selected GPUs.
 fn add_mig_all(p: &mut Plan, host: &Host, sel: &Selection, o: &Options, kind: &str) {
@@ -373,55 +280,6 @@ fn add_mig_all(p: &mut Plan, host: &Host, sel: &Selection, o: &Options, kind: &s
             p.allow(o, major, m);
         }
     }
-}
-
-/// CUDA forward-compat libraries from the image: in `mount` mode those whose major differs from
-/// the driver's are mounted next to the driver's; in `ldconfig` mode the newer ones are found
-/// through their own directory, listed ahead of the driver's (§5.10).
-fn add_compat_libs(p: &mut Plan, host: &Host, mode: CompatMode, layout: &Layout, flags: i32) {
-    let version = &host.driver.version;
-    for (path, soname) in &layout.compat_libs {
-        let name = path.rsplit('/').next().unwrap_or(path);
-        let Some(major) = name
-            .split_once(".so.")
-            .map(|(_, v)| v.split('.').next().unwrap_or(""))
-        else {
-            continue;
-        };
-        // Upstream compares the major textually against the driver version's first characters.
-        let same = version.starts_with(major) && !major.is_empty();
-        match mode {
-            CompatMode::Disabled => {}
-            CompatMode::Mount if !same => {
-                let file = p.bind_file(Root::Rootfs, path, &layout.libs);
-                p.add_cache(&layout.libs, soname, &file, flags);
-            }
-            CompatMode::Ldconfig if newer_major(major, version) => {
-                let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("/");
-                if !p.cache_dirs.iter().any(|d| d == dir) {
-                    p.cache_dirs.push(dir.to_owned());
-                }
-                // Ahead of the driver's entry for the same soname: the loader takes the first.
-                let entry = CacheEntry {
-                    dir: dir.to_owned(),
-                    soname: soname.clone(),
-                    file: name.to_owned(),
-                    flags,
-                };
-                p.cache.insert(0, entry);
-            }
-            _ => {}
-        }
-    }
-}
-
-fn newer_major(major: &str, version: &str) -> bool {
-    let host: u64 = version
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    major.parse::<u64>().is_ok_and(|m| m > host)
 }
 
 /// The loader-cache tag of this machine's native libraries.
@@ -630,47 +488,5 @@ impl fmt::Display for Plan {
             writeln!(f, "cgroup c {major}:{minor} rw")?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::discover::devices::DeviceNode;
-
-    fn gds() -> GatedDevices {
-        GatedDevices {
-            nodes: vec![DeviceNode {
-                path: "/dev/nvidia-fs0".into(),
-                major: 241,
-                minor: 0,
-            }],
-            files: vec!["/etc/cufile.json".into()],
-            dirs: vec!["/run/udev".into()],
-        }
-    }
-
-    #[test]
-    fn gated_nodes_and_files_in_the_plan() {
-        let mut p = Plan::default();
-        add_gated(&mut p, &Options::default(), &gds());
-        assert_eq!(
-            p.to_string(),
-            "tmpfs /proc/driver/nvidia ()\n\
-             device /dev/nvidia-fs0 <- dev-root:/dev/nvidia-fs0 (c 241:0)\n\
-             bind /etc/cufile.json <- driver-root:/etc/cufile.json (ro,nosuid,nodev)\n\
-             bind /run/udev <- driver-root:/run/udev (ro,nosuid,nodev,rec)\n\
-             cgroup c 241:0 rw\n"
-        );
-        // --no-devbind / --no-cgroups apply to them as to the driver's nodes.
-        let mut p = Plan::default();
-        let o = Options {
-            no_devbind: true,
-            no_cgroups: true,
-            ..Options::default()
-        };
-        add_gated(&mut p, &o, &gds());
-        assert_eq!(p.binds.len(), 2);
-        assert!(p.cgroup.is_empty());
     }
 }
