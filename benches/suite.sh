@@ -10,7 +10,8 @@
 # (NVBOX_DRIVER_DEBS, default target/nvidia-debs, which tests/run.sh fills). Each container row times create + start + the
 # container's `true` exiting + delete; the variants of a group are interleaved, rotating which
 # goes first, so drift on the machine hits all alike, and every create gets a fresh copy of its
-# bundle (outside the timed part). Rows give median and min–max; ratios are of medians. The
+# bundle (outside the timed part), except the "bundle reused" group: the issue's own measure, one
+# bundle kept per variant with a fresh config.json each run. Rows give median and min–max; ratios are of medians. The
 # GPU rows are repeated with the bundle on a tmpfs, which takes the filesystem's cost of creating
 # the plan's files out of the ratio.
 #
@@ -121,6 +122,11 @@ done
 variant[gpu-jit-deb]="gpu $work/hdeb.jit-cdi.toml"
 variant[gpu-legacy-deb]="gpu $work/hdeb.legacy.toml"
 variant[gpu-runc-tmpfs]="gpu - tmpfs"
+variant[cpu-runc-reuse]="cpu - reuse"
+variant[cpu-shim-reuse]="cpu $work/h8.auto.toml reuse"
+variant[gpu-runc-reuse]="gpu - reuse"
+variant[gpu-jit-reuse]="gpu $work/h8.jit-cdi.toml reuse"
+variant[gpu-legacy-reuse]="gpu $work/h8.legacy.toml reuse"
 variant[gpu-jit-tmpfs]="gpu $work/h8.jit-cdi.toml tmpfs"
 variant[gpu-legacy-tmpfs]="gpu $work/h8.legacy.toml tmpfs"
 mkdir -p "$work/tmpfs"
@@ -146,9 +152,17 @@ run_container() {
 time_container() {
     local template fs bundle=$work/bundle
     read -r template _ fs <<<"${variant[$1]}"
-    [ "$fs" = tmpfs ] && bundle=$work/tmpfs/bundle
-    rm -rf "$bundle"
-    cp -a "$work/template-$template" "$bundle"
+    if [ "$fs" = reuse ]; then
+        # The issue's measure: one bundle per variant kept across runs (its rootfs keeps the
+        # mount targets earlier runs created), a fresh config.json each time.
+        bundle=$work/reuse-$1
+        [ -d "$bundle" ] || cp -a "$work/template-$template" "$bundle"
+        cp "$work/template-$template/config.json" "$bundle/config.json"
+    else
+        [ "$fs" = tmpfs ] && bundle=$work/tmpfs/bundle
+        rm -rf "$bundle"
+        cp -a "$work/template-$template" "$bundle"
+    fi
     local t0=${EPOCHREALTIME/./}
     run_container "$1" "$bundle" "bench-$$" >/dev/null
     local t1=${EPOCHREALTIME/./}
@@ -210,6 +224,15 @@ if $deb_host; then
     row_ratio start.gpu_jit_deb "real driver files: GPU container, jit-cdi / plain" gpu-jit-deb gpu-runc 2.42 1.15
     row_time start.plain_deb "real driver files: plain container (the baseline)" gpu-runc "" ""
 fi
+
+# The issue's own measure: one bundle reused (a fresh config.json per run), so the rootfs
+# already holds the mount targets and what remains is nvbox's work and runc's for the plan.
+echo "(1d) container start, 8 GPUs, bundle reused, fresh config.json: $iters iterations"
+interleave time_container "$iters" "$warmup" cpu-runc-reuse cpu-shim-reuse gpu-runc-reuse gpu-jit-reuse gpu-legacy-reuse
+row_ratio start.gpu_legacy_reuse "bundle reused: GPU container, legacy hook / plain" gpu-legacy-reuse gpu-runc-reuse 1.75 1.10
+row_ratio start.gpu_jit_reuse "bundle reused: GPU container, jit-cdi / plain" gpu-jit-reuse gpu-runc-reuse 2.42 1.15
+row_ratio start.cpu_shim_reuse "bundle reused: CPU container via runtime / plain" cpu-shim-reuse cpu-runc-reuse 1.30 1.03
+row_time start.plain_reuse "bundle reused: plain container (the baseline)" gpu-runc-reuse "" ""
 
 # The same plan with the rootfs on a tmpfs: what remains is nvbox's own cost, without the
 # filesystem's price for the ~60 inodes (mount targets, directories, soname links) that any
