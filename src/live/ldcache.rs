@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, renameat};
+use nix::fcntl::{OFlag, readlinkat, renameat};
 use nix::sys::stat::{Mode, SFlag, fstat};
 use nix::unistd::{UnlinkatFlags, symlinkat, unlinkat};
 
@@ -94,6 +94,11 @@ fn link_soname(dir: &OwnedFd, soname: &str, file: &str) -> io::Result<bool> {
             let fd = open_path(dir, soname)?;
             let st = fstat(&fd).map_err(io::Error::from)?;
             if kind(&st) != SFlag::S_IFLNK {
+                return Ok(false);
+            }
+            // Already right (a restarted container, a reused bundle): left as it is, as
+            // ldconfig does, instead of an unlink and a symlink per library.
+            if readlinkat(dir, soname).is_ok_and(|t| t.as_os_str() == file) {
                 return Ok(false);
             }
             unlinkat(dir, soname, UnlinkatFlags::NoRemoveDir).map_err(io::Error::from)?;

@@ -70,9 +70,20 @@ fn update_ldcache_links_sonames_and_writes_the_cache() {
             "{listing}"
         );
     }
-    // A second run finds its folders configured and adds no file.
+    // A second run (a restarted container, a reused bundle) finds its folders configured and
+    // adds no file, and leaves a soname link that is already right as it is: same inode, not an
+    // unlink and a new link per library on every start.
+    let link = r.join("usr/lib/nvidia/libcuda.so.1");
+    let before = std::fs::symlink_metadata(&link).unwrap().ino();
     ok(&f.hook(&["update-ldcache", "--folder", "/usr/lib/nvidia"]));
     assert_eq!(files_in(&r.join("etc/ld.so.conf.d"), "").len(), 2);
+    assert_eq!(std::fs::symlink_metadata(&link).unwrap().ino(), before);
+    assert_eq!(link_of(&link), name);
+    // A stale link (an older driver's file) is still replaced.
+    std::fs::remove_file(&link).unwrap();
+    symlink("libcuda.so.1.0.old", &link).unwrap();
+    ok(&f.hook(&["update-ldcache", "--folder", "/usr/lib/nvidia"]));
+    assert_eq!(link_of(&link), name);
 }
 
 fn digest(p: &Path) -> Option<(Vec<u8>, i64)> {
